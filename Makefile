@@ -1,0 +1,45 @@
+# airflow-parallel-batch: every target runs inside .venv, created by `make setup`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-fast lint format demo bench airflow clean
+
+setup: $(STAMP)
+
+# Re-install only when the project's metadata changed (editable install: code changes need nothing).
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# The whole suite; `make test-fast` leaves out the cases marked slow.
+test: setup lint
+	$(BIN)/python -m pytest
+
+test-fast: setup lint
+	$(BIN)/python -m pytest -m "not slow"
+
+demo: setup
+	@echo "make demo: not yet (the Airflow operators and DAGs issue brings it)"
+
+bench: setup
+	$(BIN)/python -m bench
+
+airflow: setup
+	@echo "make airflow: not yet (the Airflow operators and DAGs issue brings it)"
+
+clean:
+	-$(BIN)/parallel-batch db stop
+	rm -rf .parallel_batch .pytest_cache .mypy_cache .ruff_cache

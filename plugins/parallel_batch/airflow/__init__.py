@@ -1,0 +1,1 @@
+"""Airflow operators, plugin and provider info: the only package that imports airflow."""

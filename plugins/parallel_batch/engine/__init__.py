@@ -1,0 +1,1 @@
+"""pure Python engine: no Airflow, no database imports."""

@@ -1,0 +1,1 @@
+"""CSV chunk planner and reader. No Airflow imports."""

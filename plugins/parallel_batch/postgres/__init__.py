@@ -1,0 +1,1 @@
+"""psycopg 3 data plane. No Airflow imports."""
