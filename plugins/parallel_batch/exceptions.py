@@ -33,3 +33,48 @@ class WorkerCrashedError(ParallelBatchError):
 
 class TaskTimeoutError(ParallelBatchError):
     """Raised when a task in the worker pool ran longer than its timeout."""
+
+
+class AirflowServiceError(ParallelBatchError):
+    """Raised when a local Airflow service (scheduler, api-server, ...) fails to start or dies."""
+
+
+class WorkerStartError(ParallelBatchError):
+    """Raised when a worker process cannot start: its initializer raised, it died or hung."""
+
+
+class PoolClosedError(ParallelBatchError):
+    """Raised when a batch is submitted to a closed worker pool, or cancelled by its close."""
+
+
+class WorkerTaskError(ParallelBatchError):
+    """Raised in place of a worker's exception that could not be pickled back to the parent."""
+
+
+class StageOutputError(ParallelBatchError):
+    """Raised when a pipeline batch stage returns neither None nor one result per input item."""
+
+
+class CsvHeaderError(ConfigurationError):
+    """Raised when a CSV file's header is missing, unreadable or not the expected columns."""
+
+
+class PoisonRowError(ParallelBatchError):
+    """Raised when a row is bad for good and fails on every attempt (the demo's poison rows)."""
+
+
+class TransformOutputError(ParallelBatchError):
+    """Raised when a table job's transform does not return one output row per input row."""
+
+
+class EnrichmentError(ParallelBatchError):
+    """Raised when an HTTP enrichment request fails: a refused request or an unusable answer."""
+
+
+class EnrichmentServerError(EnrichmentError):
+    """Raised when the enrichment service answers 5xx or 429: worth retrying after a wait."""
+
+
+class BatchPrepareError(ParallelBatchError):
+    """Raised when a worker cannot read or encode a batch for a reason that is not one of its
+    rows (the database, a bug); the worker's traceback is chained as its cause."""
