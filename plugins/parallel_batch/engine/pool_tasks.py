@@ -218,13 +218,14 @@ class JobLedger:
         item = job.items[task.start]
         failure = self._failure(item, outcome, failed_runs)
         job.failures[task.start] = failure
+        # The item's position only: row contents never go to the logs (the failure, with the
+        # item, goes back to the caller, e.g. into the dead-letter table).
         logger.warning(
-            "Item %d of a batch of %d failed on its own with %s after %d failed run(s): %s",
+            "Item %d of a batch of %d failed on its own with %s after %d failed run(s)",
             task.start,
             len(job.items),
             failure.error_type,
             failed_runs,
-            short_repr(item),
         )
         return []
 
