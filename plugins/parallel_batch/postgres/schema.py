@@ -1,0 +1,208 @@
+"""The ``parallel_batch`` schema: jobs, chunks and dead letters, created and migrated in place.
+
+``ensure_schema(conn)`` is idempotent and safe when many processes call it at once (every mapped
+task does): it takes a transaction-level advisory lock, reads the version recorded in
+``parallel_batch.schema_version`` and applies the migrations above it, in order, in one
+transaction. A database already at the latest version costs one cheap query and no lock.
+
+Migrations are append-only: never edit one that has shipped, add the next version instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import psycopg
+
+from parallel_batch.exceptions import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "parallel_batch"
+
+# Key of the transaction-level advisory lock that serialises migrations ("pb_schema" in ASCII
+# bytes, truncated to 63 bits); any constant works as long as nothing else uses it.
+SCHEMA_LOCK_KEY = 0x70625F736368656D
+
+
+class Migration(NamedTuple):
+    """One schema version: the statements that move the schema from ``version - 1`` to it."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "jobs, chunks, dead letters and the lease token sequence",
+        (
+            # Lease tokens come from one sequence, so a token is never reused: not after a chunk
+            # is reset by a full refresh, nor after a job is deleted and created again. A zombie
+            # holding an old token can therefore never match a newer lease.
+            "CREATE SEQUENCE parallel_batch.lease_token_seq AS bigint",
+            """
+            CREATE TABLE parallel_batch.jobs (
+                job_key      text PRIMARY KEY,
+                status       text NOT NULL DEFAULT 'pending'
+                             CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+                kind         text NOT NULL,
+                source       text,
+                target       text,
+                plan         jsonb NOT NULL DEFAULT '[]',
+                params       jsonb NOT NULL DEFAULT '{}',
+                rows_total   bigint NOT NULL DEFAULT 0,
+                rows_read    bigint NOT NULL DEFAULT 0,
+                rows_written bigint NOT NULL DEFAULT 0,
+                rows_failed  bigint NOT NULL DEFAULT 0,
+                created_at   timestamptz NOT NULL DEFAULT now(),
+                started_at   timestamptz,
+                finished_at  timestamptz,
+                error        text
+            )
+            """,
+            "CREATE INDEX jobs_status_created_idx ON parallel_batch.jobs (status, created_at DESC)",
+            "CREATE INDEX jobs_created_idx ON parallel_batch.jobs (created_at DESC)",
+            """
+            CREATE TABLE parallel_batch.chunks (
+                job_key      text NOT NULL
+                             REFERENCES parallel_batch.jobs (job_key) ON DELETE CASCADE,
+                chunk_id     text NOT NULL,
+                position     integer NOT NULL,
+                range        jsonb NOT NULL,
+                status       text NOT NULL DEFAULT 'pending'
+                             CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+                last_key     jsonb,
+                needs_reset  boolean NOT NULL DEFAULT false,
+                rows_total   bigint,
+                rows_read    bigint NOT NULL DEFAULT 0,
+                rows_written bigint NOT NULL DEFAULT 0,
+                rows_failed  bigint NOT NULL DEFAULT 0,
+                attempts     integer NOT NULL DEFAULT 0,
+                lease_token  bigint NOT NULL DEFAULT 0,
+                holder       text,
+                heartbeat_at timestamptz,
+                started_at   timestamptz,
+                finished_at  timestamptz,
+                error        text,
+                PRIMARY KEY (job_key, chunk_id)
+            )
+            """,
+            "CREATE INDEX chunks_job_status_idx ON parallel_batch.chunks (job_key, status)",
+            "CREATE INDEX chunks_running_idx ON parallel_batch.chunks (heartbeat_at)"
+            " WHERE status = 'running'",
+            """
+            CREATE TABLE parallel_batch.dead_letters (
+                id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                job_key         text NOT NULL
+                                REFERENCES parallel_batch.jobs (job_key) ON DELETE CASCADE,
+                chunk_id        text NOT NULL,
+                item_key        text NOT NULL,
+                line_number     bigint,
+                payload         jsonb,
+                error_type      text NOT NULL,
+                message         text NOT NULL,
+                attempts        integer NOT NULL DEFAULT 1,
+                first_failed_at timestamptz NOT NULL DEFAULT now(),
+                last_failed_at  timestamptz NOT NULL DEFAULT now(),
+                replayed_at     timestamptz,
+                UNIQUE (job_key, item_key)
+            )
+            """,
+            "CREATE INDEX dead_letters_pending_idx ON parallel_batch.dead_letters (job_key, id)"
+            " WHERE replayed_at IS NULL",
+            "CREATE INDEX dead_letters_chunk_idx ON parallel_batch.dead_letters (job_key, chunk_id)",
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def _current_version(conn: psycopg.Connection) -> int:
+    # A query on pg_class, not to_regclass(): in a transaction that began before another one
+    # created the table, the relation cache may not know it yet, while this statement's own
+    # snapshot (READ COMMITTED, taken after our lock) does.
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'parallel_batch' AND c.relname = 'schema_version')"
+    ).fetchone()
+    if not row or not row[0]:
+        return 0
+    version = conn.execute("SELECT max(version) FROM parallel_batch.schema_version").fetchone()
+    return int(version[0]) if version and version[0] is not None else 0
+
+
+def _check_not_newer(version: int) -> None:
+    if version > LATEST_VERSION:
+        raise ConfigurationError(
+            f"schema {SCHEMA} is at version {version}, newer than this package supports "
+            f"({LATEST_VERSION}); upgrade airflow-parallel-batch"
+        )
+
+
+def schema_version(conn: psycopg.Connection) -> int:
+    """Return the schema version recorded in the database (0 when the schema does not exist)."""
+    with conn.transaction():
+        return _current_version(conn)
+
+
+def ensure_schema(conn: psycopg.Connection) -> int:
+    """Create or migrate the ``parallel_batch`` schema to the latest version; return that version.
+
+    The migration is one transaction of its own (on an autocommit connection, or a
+    non-autocommit one with no transaction open); inside a transaction the caller already
+    opened, it is a savepoint and the caller's commit makes it visible.
+
+    :param conn: a connection whose role may create schemas and tables in the database.
+    :raises ConfigurationError: when the database holds a newer schema than this package knows.
+    """
+    with conn.transaction():
+        current = _current_version(conn)
+    _check_not_newer(current)
+    if current == LATEST_VERSION:
+        return current
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+            # Read again under the lock: another process may have migrated while we waited.
+            current = _current_version(conn)
+            _check_not_newer(current)
+            if current == LATEST_VERSION:
+                return current
+            if current == 0:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")  # a constant
+                conn.execute(
+                    """
+                    CREATE TABLE parallel_batch.schema_version (
+                        version     integer PRIMARY KEY,
+                        description text NOT NULL,
+                        applied_at  timestamptz NOT NULL DEFAULT now()
+                    )
+                    """
+                )
+            for migration in MIGRATIONS:
+                if migration.version <= current:
+                    continue
+                log.info(
+                    "Migrating schema %s to version %s (%s)",
+                    SCHEMA,
+                    migration.version,
+                    migration.description,
+                )
+                for statement in migration.statements:
+                    conn.execute(statement)  # constants above, not user input
+                conn.execute(
+                    "INSERT INTO parallel_batch.schema_version (version, description)"
+                    " VALUES (%s, %s)",
+                    (migration.version, migration.description),
+                )
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise ConfigurationError(
+            f"cannot create schema {SCHEMA}: the database role lacks the privilege ({exc}); "
+            f"grant CREATE on the database or create the schema once as its owner"
+        ) from exc
+    return LATEST_VERSION
