@@ -33,6 +33,136 @@ def _db_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _env(args: argparse.Namespace) -> int:
+    from parallel_batch import localenv
+
+    env = localenv.airflow_environment()
+    if not args.no_prepare:
+        localenv.prepare_airflow(env)
+    print("\n".join(localenv.export_lines(env)))
+    return 0
+
+
+def _airflow(args: argparse.Namespace) -> int:
+    from parallel_batch import local_airflow, localenv
+
+    env = localenv.airflow_environment(api_port=args.port)
+    localenv.prepare_airflow(env)
+    return local_airflow.serve(env)
+
+
+def seed_commands(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Return the ``seed`` group's subcommands, creating the group on first use (shared)."""
+    seed = commands.choices.get("seed")
+    if seed is None:
+        seed = commands.add_parser("seed", help="create demo data")
+        seed.add_subparsers(dest="seed_command", required=True, metavar="DATA")
+    return next(a for a in seed._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from exc
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    return parse
+
+
+def _seed_events(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from parallel_batch import demo
+    from parallel_batch.config import database_url
+
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        rows = demo.seed_events(
+            conn, args.rows, poison_every=args.poison_every, crash_every=args.crash_every
+        )
+        demo.create_events_enriched(conn)
+    print(f"Seeded {rows:,} rows into {demo.EVENTS_TABLE}; {demo.ENRICHED_TABLE} is ready")
+    return 0
+
+
+def _register_seed_events(commands: argparse._SubParsersAction) -> None:
+    events = seed_commands(commands).add_parser(
+        "events", help="(re)create demo.events with N rows (earlier rows are replaced)"
+    )
+    events.add_argument("--rows", type=_count(0), required=True, help="rows to create")
+    events.add_argument(
+        "--poison-every", type=_count(1), metavar="K", help="every K-th payload starts 'poison:'"
+    )
+    events.add_argument(
+        "--crash-every", type=_count(1), metavar="K", help="every K-th payload starts 'crash:'"
+    )
+    events.set_defaults(handler=_seed_events)
+
+
+def _seed_csv(args: argparse.Namespace) -> int:
+    from parallel_batch.files.generate import write_customers_csv
+
+    stats = write_customers_csv(args.out, args.rows, bad_every=args.bad_every, seed=args.seed)
+    print(
+        f"Wrote {stats.rows:,} customer records ({len(stats.bad_ids):,} malformed, "
+        f"{stats.lines:,} lines, {stats.size / 1e6:,.1f} MB) to {stats.path}"
+    )
+    return 0
+
+
+def _register_seed_csv(commands: argparse._SubParsersAction) -> None:
+    customers = seed_commands(commands).add_parser(
+        "csv", help="write the demo customers CSV (RFC 4180, UTF-8, awkward on purpose)"
+    )
+    customers.add_argument("--rows", type=_count(0), required=True, help="records to write")
+    customers.add_argument("--out", required=True, metavar="PATH", help="the file to (over)write")
+    customers.add_argument(
+        "--bad-every", type=_count(1), metavar="K", help="make every K-th record malformed"
+    )
+    customers.add_argument("--seed", type=int, default=0, help="seed of the random content")
+    customers.set_defaults(handler=_seed_csv)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from parallel_batch import status
+    from parallel_batch.config import database_url
+
+    return status.show(args.url or database_url(), args.job_key, limit=args.limit)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from parallel_batch.demo_run import run_demo
+
+    run_demo(events=args.events, csv_records=args.csv_records)
+    return 0
+
+
+def _register_demo(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo", help="seed demo data, run both demo DAGs through Airflow, print a summary"
+    )
+    demo.add_argument("--events", type=_count(1), default=1_000_000, help="rows of demo.events")
+    demo.add_argument(
+        "--csv-records", type=_count(1), default=200_000, help="records of the demo CSV"
+    )
+    demo.set_defaults(handler=_demo)
+
+
+def _register_status(commands: argparse._SubParsersAction) -> None:
+    status = commands.add_parser(
+        "status", help="jobs and their chunks: state, rows done/total, rate, ETA, dead letters"
+    )
+    status.add_argument("job_key", nargs="?", metavar="JOB_KEY", help="show this job's chunks")
+    status.add_argument("--limit", type=_count(1), default=20, help="jobs to list (newest first)")
+    status.add_argument(
+        "--url", help="the database (default: PARALLEL_BATCH_DATABASE_URL or the embedded one)"
+    )
+    status.set_defaults(handler=_status)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="parallel-batch",
@@ -49,6 +179,20 @@ def build_parser() -> argparse.ArgumentParser:
         "url", help="start the embedded server if no database is configured; print the URL"
     ).set_defaults(handler=_db_url)
     db_commands.add_parser("stop", help="stop the embedded server").set_defaults(handler=_db_stop)
+    env = commands.add_parser(
+        "env", help='print the Airflow environment as exports: eval "$(parallel-batch env)"'
+    )
+    env.add_argument(
+        "--no-prepare", action="store_true", help="skip creating and migrating the metadata DB"
+    )
+    env.set_defaults(handler=_env)
+    local = commands.add_parser("airflow", help="run a local Airflow (UI on :8080) until Ctrl-C")
+    local.add_argument("--port", type=int, default=8080, help="the UI and API port")
+    local.set_defaults(handler=_airflow)
+    _register_seed_events(commands)
+    _register_seed_csv(commands)
+    _register_status(commands)
+    _register_demo(commands)
 
     for register in _EXTENSIONS:
         register(commands)
