@@ -232,7 +232,6 @@ def _start_costs() -> list[Result]:
         ("exec", False),
         ("forkserver", False),
         ("spawn", False),
-        ("fork", False),
         ("exec", True),
         ("forkserver", True),
         ("spawn", True),
@@ -241,7 +240,7 @@ def _start_costs() -> list[Result]:
     with tempfile.TemporaryDirectory() as scratch:
         for method, airflow_main in cases:
             figures = _start_in_fresh_process(method, airflow_main, Path(scratch))
-            what = method + (" (unsafe in threaded parents)" if method == "fork" else "")
+            what = method
             if airflow_main:
                 what += ", airflow in __main__"
             extra = {k: round(v * 1000, 1) for k, v in figures.items()}

@@ -431,7 +431,13 @@ def test_that_map_batches_isolates_crashes_per_batch(pool: WorkerPool) -> None:
 # -- shutdown ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("start_method", ["exec", "forkserver", "spawn", "fork"])
+def test_that_fork_is_refused() -> None:
+    """Test that the fork start method is refused (forked workers inherit each other's fds)."""
+    with pytest.raises(ValueError, match="start_method must be one of"):
+        WorkerPool(1, start_method="fork")
+
+
+@pytest.mark.parametrize("start_method", ["exec", "forkserver", "spawn"])
 def test_that_close_leaves_no_child_processes(start_method: str) -> None:
     """Test that after close() none of the pool's workers (nor their replacements) is running."""
     others = _worker_pids()  # workers of the shared pool, if it is open

@@ -99,7 +99,7 @@ class WorkerPool:
     :param crash_retries: times a part of a batch that killed its worker is re-run whole (a
         crash can be transient, e.g. the OOM killer) before it is split in halves.
     :param start_method: ``"exec"`` (default), or a multiprocessing start method (``"spawn"``,
-        ``"forkserver"``; ``"fork"`` is unsafe in threaded parents such as Airflow tasks).
+        ``"forkserver"``; ``"fork"`` is refused: forked workers inherit each other's descriptors).
     :param initializer: called with ``initargs`` in every worker (and replacement) before its
         first task; if it raises, the batches that needed the worker fail with
         :class:`~parallel_batch.exceptions.WorkerStartError`.

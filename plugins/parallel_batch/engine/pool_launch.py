@@ -29,9 +29,17 @@ __all__ = ["EXEC", "Launched", "launch", "start_methods"]
 EXEC = "exec"
 
 
+# "fork" is not offered: a forked worker inherits the parent's descriptors, the other workers'
+# sockets and exit sentinels included, so a dead worker's end-of-file is never seen while a
+# sibling forked after it lives (the pool would wait for it forever); it also copies a threaded
+# parent (Airflow's task process) with its locks held mid-flight.
+_UNSAFE_START_METHODS = frozenset({"fork"})
+
+
 def start_methods() -> list[str]:
-    """Return the start methods this platform offers, ``exec`` first."""
-    return [EXEC, *multiprocessing.get_all_start_methods()]
+    """Return the start methods the pool offers here, ``exec`` first (never ``fork``)."""
+    offered = multiprocessing.get_all_start_methods()
+    return [EXEC, *(m for m in offered if m not in _UNSAFE_START_METHODS)]
 
 
 class Launched(Protocol):
