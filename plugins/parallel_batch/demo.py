@@ -135,12 +135,27 @@ def seed_events(
     return rows
 
 
-def create_events_enriched(conn: psycopg.Connection, table: str = ENRICHED_TABLE) -> None:
-    """Create the enriched events table (and its schema) unless it exists; keep its rows."""
+# Concurrent `CREATE SCHEMA/TABLE IF NOT EXISTS` of one name still collide in Postgres (a
+# UniqueViolation on the catalog): the setup tasks of runs started together (a backfill) would
+# fail and pass only on retry. Creating tables under one transaction-level lock serialises them.
+_DDL_LOCK = "parallel_batch.demo_ddl"
+
+
+def create_table_if_missing(conn: psycopg.Connection, table: str, ddl: str) -> None:
+    """Create ``table`` (and its schema) with ``ddl`` unless it exists, safe to run concurrently.
+
+    :param ddl: a ``CREATE TABLE IF NOT EXISTS {} (...)`` statement; ``{}`` takes the table.
+    """
     target = table_sql(table)
     with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_DDL_LOCK,))
         _create_schema(conn, table)
-        conn.execute(sql.SQL(_ENRICHED_DDL).format(target))
+        conn.execute(sql.SQL(ddl).format(target))
+
+
+def create_events_enriched(conn: psycopg.Connection, table: str = ENRICHED_TABLE) -> None:
+    """Create the enriched events table (and its schema) unless it exists; keep its rows."""
+    create_table_if_missing(conn, table, _ENRICHED_DDL)
 
 
 def _cents(amount: Any) -> int | None:

@@ -15,10 +15,9 @@ import os
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
+from parallel_batch.demo import create_table_if_missing
 from parallel_batch.paths import STATE_DIR_NAME, project_root
-from parallel_batch.postgres.identifiers import parse_table, table_sql
 
 __all__ = [
     "CUSTOMERS_COLUMNS",
@@ -48,12 +47,7 @@ def create_customers(conn: psycopg.Connection, table: str = CUSTOMERS_TABLE) -> 
     :param table: ``schema.table`` or ``table``.
     :raises InvalidIdentifierError: when ``table`` is not a safe name.
     """
-    target = table_sql(table)
-    schema = parse_table(table).schema
-    with conn.transaction():
-        if schema is not None:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        conn.execute(sql.SQL(_CUSTOMERS_DDL).format(target))
+    create_table_if_missing(conn, table, _CUSTOMERS_DDL)
 
 
 def default_csv_path() -> Path:

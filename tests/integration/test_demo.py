@@ -219,3 +219,30 @@ def test_cli_seed_events(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
         assert _one(conn, "SELECT count(*) FROM demo.events_enriched") == (0,)
     with pytest.raises(SystemExit):
         cli.main(["seed", "events", "--rows", "10", "--crash-every", "0"])
+
+
+def test_that_concurrent_target_creation_never_collides(pg_url: str) -> None:
+    """Test that setup tasks creating the same target at once (a backfill) all succeed."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def create(n: int) -> None:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            for attempt in range(10):
+                try:
+                    demo.create_events_enriched(conn, f"race{attempt}.enriched")
+                except BaseException as exc:
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with psycopg.connect(pg_url) as conn:
+        count = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname LIKE 'race%' AND tablename = 'enriched'"
+        ).fetchone()
+    assert count == (10,)

@@ -206,6 +206,8 @@ def test_scanner_finds_the_same_records_whatever_the_blocks(
 ) -> None:
     """Test that record ends found block by block are the csv module's, however cut."""
     data, _ = case
+    # The planner skips a BOM before it scans; the csv module would read it as field text.
+    data = data.removeprefix(b"\xef\xbb\xbf")
     expected = []
     offset = 0
     for _, _, record in oracle_records(data):
