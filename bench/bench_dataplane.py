@@ -3,10 +3,11 @@
 (a) Round trip of ``demo.events`` (ROUND_TRIP_ROWS rows, 5 columns incl. numeric and
     timestamptz) into an empty copy of it with a primary key, in this process:
 
-    - ours: what the runner does per batch, without its checkpoint and threads: the batch
-      planned as a key range (``RangeReader.ranges``), read, identity-transformed and encoded
-      for the target (``batch_work.prepare_batch``), written as bytes by ``write_rows``
-      (default "auto" mode) and committed, DEFAULT_BATCH_ROWS rows at a time, TimeZone=UTC;
+    - ours: what the runner does in process, without its checkpoint: each batch planned as a
+      key range (``RangeReader.ranges``), read, identity-transformed and encoded for the target
+      (``batch_work.prepare_batch``) on a thread one batch ahead (``ReadAhead``), while this
+      thread writes the previous one as bytes with ``write_rows`` (default "auto" mode) and
+      commits; DEFAULT_BATCH_ROWS rows at a time, TimeZone=UTC;
     - ours, rows: the earlier path, ``read_batches`` -> identity -> ``write_rows`` of Python
       rows (psycopg encodes each row in the writing process), in the server's TimeZone;
     - baseline "decoded": one binary ``COPY ... TO STDOUT`` with ``set_types`` -> ``rows()`` ->
@@ -58,6 +59,7 @@ from parallel_batch.config import database_url
 from parallel_batch.postgres.batch_ranges import RangeReader
 from parallel_batch.postgres.batch_work import BatchWork, connect_reader, prepare_batch
 from parallel_batch.postgres.planner import RowFilter, TableChunk, plan_table_chunks
+from parallel_batch.postgres.readahead import ReadAhead
 from parallel_batch.postgres.reader import read_batches
 from parallel_batch.postgres.row_isolation import DEFAULT_RETRY
 from parallel_batch.postgres.table_job import DEFAULT_BATCH_ROWS
@@ -164,10 +166,14 @@ def _ours(url: str) -> Run:
             None, reader, _identity, DEFAULT_RETRY, copy_format(writer, TARGET, COLUMNS)
         )
         rows = 0
-        for batch in reader.ranges(reader_conn, None, DEFAULT_BATCH_ROWS):
-            prepared = prepare_batch(work, reader_conn, batch)
-            rows += write_rows(writer, TARGET, COLUMNS, prepared.data)
-            writer.commit()
+        prepared = (
+            prepare_batch(work, reader_conn, batch)
+            for batch in reader.ranges(reader_conn, None, DEFAULT_BATCH_ROWS)
+        )
+        with ReadAhead(prepared, depth=1) as ahead:
+            for batch in ahead:
+                rows += write_rows(writer, TARGET, COLUMNS, batch.data)
+                writer.commit()
         return meter.done(rows)
 
 

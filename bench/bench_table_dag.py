@@ -6,14 +6,16 @@ an emptied ``demo.events_enriched``, in one run (2 shared cores: the load averag
 (a) baseline: a hand-written single process, binary ``COPY (SELECT ...) TO STDOUT``,
     ``demo.enrich_event`` per row, binary ``COPY ... FROM STDIN``, one transaction; its session
     in TimeZone=UTC like ours (psycopg's fastest datetime path, given to both sides).
-(b) the data plane alone, no Airflow: ``run_table_chunk`` over the job's CHUNKS chunks
+(b) the data plane alone, no Airflow: ``run_table_chunk`` over the job's chunks of CHUNK_ROWS
+    rows (the DAG's default ``chunk_rows``)
     - in one process, in-process transform (no pool), chunk after chunk;
-    - in 2 processes side by side, each with a ``WorkerPool(WORKERS)`` as the chunk task runs
-      it, each taking every other chunk (what the DAG does with 2 pool slots).
+    - in 2 processes side by side, each with a ``WorkerPool(WORKERS)`` as a chunk task runs it,
+      each taking the next chunk nobody holds (a busy chunk's lease is skipped at once), as 2
+      Airflow pool slots take the next mapped task.
 (c) the DAG: scheduler (LocalExecutor) + dag-processor + api-server started by
     :class:`~parallel_batch.local_airflow.LocalAirflow` on a fresh metadata database; a manual
-    run triggered through the REST API with a conf (``chunks``, ``workers``, ``batch_rows``,
-    ``interval_column: null``); rows/s from the trigger to the run's success, as a user sees it.
+    run triggered through the REST API with a conf (``chunk_rows``, ``workers``, ``batch_rows``
+    at the DAG's defaults, ``interval_column: null``); rows/s from the trigger to the run's success, as a user sees it.
     Unpausing the DAG makes the scheduler start its latest scheduled run (yesterday's rows):
     that run is let finish first (it also warms the api-server and the executor up, as on any
     running Airflow), then the target is emptied and the measured run triggered. Peak RSS: the
@@ -33,6 +35,7 @@ Each measured program runs in a subprocess of its own (its peak RSS is its own).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -60,10 +63,10 @@ from parallel_batch.postgres.table_job import DEFAULT_BATCH_ROWS, TableJobSpec
 
 SUITE = "table_dag"
 ROWS = int(os.environ.get("PB_BENCH_ROWS", "5000000"))
-# Chunks of the job and worker processes per chunk task (the DAG's conf, and the data plane's).
-# 2 chunks fill the 2 pool slots in one wave: each task start (seconds of Airflow) is paid once
-# and in parallel; see the README's tuning section for the measurements behind it.
-CHUNKS = int(os.environ.get("PB_BENCH_CHUNKS", "2"))
+# Rows per chunk and worker processes per chunk task, for the DAG's conf and the data plane:
+# the DAG's defaults (airflow/params.py DEFAULT_CHUNK_ROWS, DEFAULT_WORKERS), stated here so that
+# the bench does not import Airflow.
+CHUNK_ROWS = int(os.environ.get("PB_BENCH_CHUNK_ROWS", "1000000"))
 WORKERS = int(os.environ.get("PB_BENCH_WORKERS", "1"))
 POOL_SLOTS = 2
 CHECKPOINT_ROWS = min(ROWS, 1_000_000)
@@ -125,10 +128,10 @@ def _target_rows(url: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _plan(url: str, job_key: str, chunks: int, rows: int | None = None) -> list[TableChunk]:
+def _plan(url: str, job_key: str, rows: int | None = None) -> list[TableChunk]:
     with psycopg.connect(url, autocommit=True) as conn:
         if rows is None:
-            planned = plan_table_chunks(conn, demo.EVENTS_TABLE, "id", chunks=chunks)
+            planned = plan_table_chunks(conn, demo.EVENTS_TABLE, "id", chunk_rows=CHUNK_ROWS)
         else:  # the first `rows` keys only (ids are 1..ROWS)
             planned = [TableChunk(None, rows, rows)]
     with CheckpointStore.connect(url) as store:
@@ -199,29 +202,29 @@ def _child_baseline(url: str) -> dict[str, Any]:
     }
 
 
-def _child_chunks(url: str, job_key: str, indexes: list[int], workers: int) -> dict[str, Any]:
-    """(b): run the given chunks of the job in turn; ``workers`` 0: in process."""
+def _child_chunks(url: str, job_key: str, workers: int) -> dict[str, Any]:
+    """(b): run every chunk of the job nobody else holds, in plan order; ``workers`` 0: in
+    process."""
     from parallel_batch.engine.pool import WorkerPool
+    from parallel_batch.exceptions import ChunkBusyError
     from parallel_batch.postgres.runner import run_table_chunk
 
     with CheckpointStore.connect(url) as store:
         job = store.get_job(job_key)
     assert job is not None
-    chunks = [TableChunk.from_dict(job.plan[i]) for i in indexes]
+    chunks = [TableChunk.from_dict(entry) for entry in job.plan]
     started = time.perf_counter()
     cpu0 = time.process_time()
     rows = 0
-    if workers:
-        with WorkerPool(workers) as pool:
-            for chunk in chunks:
-                summary = run_table_chunk(
-                    url, job_key, chunk, _spec(), demo.enrich_events, pool=pool
-                )
-                rows += summary.rows_read
-    else:
+    with WorkerPool(workers) if workers else contextlib.nullcontext() as pool:
         for chunk in chunks:
-            summary = run_table_chunk(url, job_key, chunk, _spec(), demo.enrich_events)
-            rows += summary.rows_read
+            try:
+                summary = run_table_chunk(
+                    url, job_key, chunk, _spec(), demo.enrich_events, pool=pool, wait_timeout=0
+                )
+            except ChunkBusyError:
+                continue  # the other process has it
+            rows += summary.rows_this_attempt
     return {
         "rows": rows,
         "seconds": time.perf_counter() - started,
@@ -292,8 +295,7 @@ def _child(args: list[str]) -> dict[str, Any]:
     if mode == "baseline":
         return _child_baseline(url)
     if mode == "chunks":
-        indexes = [int(i) for i in args[3].split(",") if i]
-        return _child_chunks(url, args[2], indexes, int(args[4]))
+        return _child_chunks(url, args[2], int(args[3]))
     if mode == "checkpoints":
         return _child_checkpoints(url, args[2], args[3] == "on")
     raise SystemExit(f"unknown child mode {mode!r}")
@@ -314,6 +316,13 @@ def _result_of(process: subprocess.Popen[str]) -> dict[str, Any]:
         raise RuntimeError(f"benchmark child failed with exit code {process.returncode}")
     found: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return found
+
+
+def _run_data_plane(
+    url: str, job_key: str, processes: int, workers: int
+) -> tuple[float, list[dict[str, Any]]]:
+    """Run the job's chunks in ``processes`` processes that share them out as they go."""
+    return _run_children(*(("chunks", url, job_key, str(workers)),) * processes)
 
 
 def _run_children(*commands: tuple[str, ...]) -> tuple[float, list[dict[str, Any]]]:
@@ -435,9 +444,9 @@ def _settle_scheduled_run(http: Any, af: Any) -> float:
 
 
 def dag_conf(**changes: Any) -> dict[str, Any]:
-    """The measured run's conf: the whole table in CHUNKS chunks of WORKERS workers each."""
+    """The measured run's conf: the whole table in chunks of CHUNK_ROWS rows, WORKERS workers."""
     return {
-        "chunks": CHUNKS,
+        "chunk_rows": CHUNK_ROWS,
         "workers": WORKERS,
         "batch_rows": DEFAULT_BATCH_ROWS,
         "interval_column": None,
@@ -491,7 +500,7 @@ def run() -> list[Result]:
         print(f"   seeded {ROWS:,} events in {time.perf_counter() - started:.1f} s", flush=True)
         common = {
             "rows": ROWS,
-            "chunks": CHUNKS,
+            "chunk_rows": CHUNK_ROWS,
             "workers": WORKERS,
             "batch_rows": DEFAULT_BATCH_ROWS,
         }
@@ -506,24 +515,14 @@ def run() -> list[Result]:
 
         # (b) the data plane: one process in-process, then 2 processes with a pool each
         plane: dict[str, dict[str, Any]] = {}
-        for name, parts, workers in (
-            ("1 process, in-process", [list(range(CHUNKS))], 0),
-            (
-                f"2 processes, WorkerPool({WORKERS}) each",
-                [list(range(0, CHUNKS, 2)), list(range(1, CHUNKS, 2))],
-                WORKERS,
-            ),
+        for name, processes, workers in (
+            ("1 process, in-process", 1, 0),
+            (f"2 processes, WorkerPool({WORKERS}) each", 2, WORKERS),
         ):
             _reset_target(url)
             job_key = f"bench-plane-{uuid.uuid4().hex[:8]}"
-            _plan(url, job_key, CHUNKS)
-            wall, found = _run_children(
-                *(
-                    ("chunks", url, job_key, ",".join(map(str, part)), str(workers))
-                    for part in parts
-                    if part
-                )
-            )
+            chunks = len(_plan(url, job_key))
+            wall, found = _run_data_plane(url, job_key, processes, workers)
             rows = sum(f["rows"] for f in found)
             if rows != ROWS or _target_rows(url) != ROWS:
                 raise RuntimeError(f"data plane {name}: {rows} rows read, expected {ROWS}")
@@ -531,6 +530,7 @@ def run() -> list[Result]:
             plane[name] = {
                 "rate": _rate(rows, wall),
                 "seconds": wall,
+                "chunks": chunks,
                 "peak_rss_mib": max(f["peak_rss_mib"] for f in found),
                 "parent_cpu_us_per_row": sum(f["cpu_us_per_row"] * f["rows"] for f in found) / rows,
             }
@@ -552,7 +552,7 @@ def run() -> list[Result]:
             for mode in ("on", "off") if pair % 2 == 0 else ("off", "on"):
                 _reset_target(url)
                 job_key = f"bench-ckpt-{uuid.uuid4().hex[:8]}"
-                _plan(url, job_key, 1, rows=CHECKPOINT_ROWS)
+                _plan(url, job_key, rows=CHECKPOINT_ROWS)
                 _, (timed,) = _run_children(("checkpoints", url, job_key, mode))
                 runs[mode].append(timed["seconds"])
                 if mode == "on":
@@ -573,14 +573,8 @@ def run() -> list[Result]:
             conn.execute("VACUUM ANALYZE demo.events")
         _reset_target(url)
         job_key = f"bench-poison-{uuid.uuid4().hex[:8]}"
-        _plan(url, job_key, CHUNKS)
-        wall, found = _run_children(
-            *(
-                ("chunks", url, job_key, ",".join(map(str, part)), str(WORKERS))
-                for part in (list(range(0, CHUNKS, 2)), list(range(1, CHUNKS, 2)))
-                if part
-            )
-        )
+        _plan(url, job_key)
+        wall, found = _run_data_plane(url, job_key, 2, WORKERS)
         poison_rate = _rate(sum(f["rows"] for f in found), wall)
         expected = ROWS - ROWS // POISON_EVERY
         if _target_rows(url) != expected:
