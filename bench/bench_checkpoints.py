@@ -35,15 +35,15 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.common import Result, peak_rss_mib
-from parallel_batch import demo
-from parallel_batch.config import database_url
-from parallel_batch.postgres.batch_transform import BatchTransformer
-from parallel_batch.postgres.checkpoints import CheckpointStore, plan_from_chunks
-from parallel_batch.postgres.planner import TableChunk
-from parallel_batch.postgres.reader import read_batches
-from parallel_batch.postgres.runner import TableJobSpec, run_table_chunk
-from parallel_batch.postgres.table_job import DEFAULT_BATCH_ROWS
-from parallel_batch.postgres.writer import write_rows
+from parallel_batch.core.batch_transform import BatchTransformer
+from parallel_batch.core.runner import TableJobSpec, run_table_chunk
+from parallel_batch.core.table_job import DEFAULT_BATCH_ROWS
+from parallel_batch.demo import events as demo
+from parallel_batch.local.config import database_url
+from parallel_batch.sources.table.planner import TableChunk
+from parallel_batch.sources.table.reader import read_batches
+from parallel_batch.store.checkpoints import CheckpointStore, plan_from_chunks
+from parallel_batch.store.writer import write_rows
 
 SUITE = "checkpoints"
 ROWS = 150_000

@@ -36,12 +36,12 @@ from decimal import Decimal
 from pathlib import Path
 
 from bench.common import Result, peak_rss_mib
-from parallel_batch.files.generate import write_customers_csv
-from parallel_batch.files.planner import plan_csv_chunks
-from parallel_batch.files.reader import read_csv_chunk
-from parallel_batch.files.records import parse_record
-from parallel_batch.files.scan import QuoteScanner
-from parallel_batch.files.schema import CUSTOMERS_SCHEMA
+from parallel_batch.demo.csv_file import write_customers_csv
+from parallel_batch.sources.csv.planner import plan_csv_chunks
+from parallel_batch.sources.csv.reader import read_csv_chunk
+from parallel_batch.sources.csv.records import parse_record
+from parallel_batch.sources.csv.scan import QuoteScanner
+from parallel_batch.sources.csv.schema import CUSTOMERS_SCHEMA
 
 SUITE = "csv"
 ROWS = 200_000

@@ -38,15 +38,15 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.common import Result
-from parallel_batch.config import database_url
-from parallel_batch.demo_customers import CUSTOMERS_COLUMNS, create_customers
-from parallel_batch.files.csv_job import plan_csv_job
-from parallel_batch.files.enrich import EnrichConfig
-from parallel_batch.files.generate import write_customers_csv
-from parallel_batch.files.load import run_csv_chunk
-from parallel_batch.files.load_spec import CsvLoadSpec
-from parallel_batch.files.planner import FileChunk
-from parallel_batch.postgres.checkpoints import CheckpointStore
+from parallel_batch.core.csv_job import plan_csv_job
+from parallel_batch.core.csv_load import run_csv_chunk
+from parallel_batch.core.csv_spec import CsvLoadSpec
+from parallel_batch.core.enrich import EnrichConfig
+from parallel_batch.demo.csv_file import write_customers_csv
+from parallel_batch.demo.customers import CUSTOMERS_COLUMNS, create_customers
+from parallel_batch.local.config import database_url
+from parallel_batch.sources.csv.planner import FileChunk
+from parallel_batch.store.checkpoints import CheckpointStore
 
 SUITE = "csv_load"
 RECORDS = 200_000

@@ -54,16 +54,16 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.common import Result
-from parallel_batch import demo
-from parallel_batch.config import database_url
-from parallel_batch.postgres.batch_ranges import RangeReader
-from parallel_batch.postgres.batch_work import BatchWork, connect_reader, prepare_batch
-from parallel_batch.postgres.planner import RowFilter, TableChunk, plan_table_chunks
-from parallel_batch.postgres.readahead import ReadAhead
-from parallel_batch.postgres.reader import read_batches
-from parallel_batch.postgres.row_isolation import DEFAULT_RETRY
-from parallel_batch.postgres.table_job import DEFAULT_BATCH_ROWS
-from parallel_batch.postgres.writer import copy_format, write_rows
+from parallel_batch.core.batch_work import BatchWork, connect_reader, prepare_batch
+from parallel_batch.core.row_isolation import DEFAULT_RETRY
+from parallel_batch.core.table_job import DEFAULT_BATCH_ROWS
+from parallel_batch.demo import events as demo
+from parallel_batch.engine.readahead import ReadAhead
+from parallel_batch.local.config import database_url
+from parallel_batch.sources.table.planner import RowFilter, TableChunk, plan_table_chunks
+from parallel_batch.sources.table.ranges import RangeReader
+from parallel_batch.sources.table.reader import read_batches
+from parallel_batch.store.writer import copy_format, write_rows
 
 SUITE = "dataplane"
 ROUND_TRIP_ROWS = 2_000_000

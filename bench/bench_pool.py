@@ -34,7 +34,7 @@ import psutil
 from bench._pool_work import ROUNDS, crash_on_marker, sha256_rounds
 from bench.common import Result
 from parallel_batch.engine.pool import WorkerPool
-from parallel_batch.engine.pool_cpus import usable_cpu_count
+from parallel_batch.engine.workers.cpus import usable_cpu_count
 
 SUITE = "pool"
 ITEMS = 12_000
@@ -175,7 +175,7 @@ def measure_start(start_method: str, worker_samples: int = 5, pools: int = 2) ->
     in seconds."""
     import pickle
 
-    from parallel_batch.engine.pool_process import WorkerProcess
+    from parallel_batch.engine.workers.process import WorkerProcess
 
     figures: dict[str, float] = {}
     for label in ("cold", "warm")[:pools]:

@@ -13,7 +13,7 @@ an emptied ``demo.events_enriched``, in one run (2 shared cores: the load averag
       each taking the next chunk nobody holds (a busy chunk's lease is skipped at once), as 2
       Airflow pool slots take the next mapped task.
 (c) the DAG: scheduler (LocalExecutor) + dag-processor + api-server started by
-    :class:`~parallel_batch.local_airflow.LocalAirflow` on a fresh metadata database; a manual
+    :class:`~parallel_batch.local.services.LocalAirflow` on a fresh metadata database; a manual
     run triggered through the REST API with a conf (``chunk_rows``, ``workers``, ``batch_rows``
     at the DAG's defaults, ``interval_column: null``); rows/s from the trigger to the run's success, as a user sees it.
     Unpausing the DAG makes the scheduler start its latest scheduled run (yesterday's rows):
@@ -55,11 +55,11 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.common import Result
-from parallel_batch import demo
-from parallel_batch.config import database_url
-from parallel_batch.postgres.checkpoints import CheckpointStore, plan_from_chunks
-from parallel_batch.postgres.planner import TableChunk, plan_table_chunks
-from parallel_batch.postgres.table_job import DEFAULT_BATCH_ROWS, TableJobSpec
+from parallel_batch.core.table_job import DEFAULT_BATCH_ROWS, TableJobSpec
+from parallel_batch.demo import events as demo
+from parallel_batch.local.config import database_url
+from parallel_batch.sources.table.planner import TableChunk, plan_table_chunks
+from parallel_batch.store.checkpoints import CheckpointStore, plan_from_chunks
 
 SUITE = "table_dag"
 ROWS = int(os.environ.get("PB_BENCH_ROWS", "5000000"))
@@ -205,9 +205,9 @@ def _child_baseline(url: str) -> dict[str, Any]:
 def _child_chunks(url: str, job_key: str, workers: int) -> dict[str, Any]:
     """(b): run every chunk of the job nobody else holds, in plan order; ``workers`` 0: in
     process."""
+    from parallel_batch.core.runner import run_table_chunk
     from parallel_batch.engine.pool import WorkerPool
     from parallel_batch.exceptions import ChunkBusyError
-    from parallel_batch.postgres.runner import run_table_chunk
 
     with CheckpointStore.connect(url) as store:
         job = store.get_job(job_key)
@@ -251,7 +251,7 @@ class _NoCheckpointStore(CheckpointStore):
     fenced checkpoint UPDATE (what a run without checkpoints would do per batch)."""
 
     def commit_batch(self, lease: Any, **kwargs: Any) -> int:
-        from parallel_batch.postgres import deadletters
+        from parallel_batch.store import deadletters
 
         with self.conn.transaction():
             written = kwargs["write"](self.conn)
@@ -265,8 +265,8 @@ class _NoCheckpointStore(CheckpointStore):
 
 def _child_checkpoints(url: str, job_key: str, checkpoints: bool) -> dict[str, Any]:
     """(d): the in-process data plane over the job's one chunk, with or without checkpoints."""
-    from parallel_batch.postgres.batch_work import connect_reader
-    from parallel_batch.postgres.runner import process_table_chunk
+    from parallel_batch.core.batch_work import connect_reader
+    from parallel_batch.core.runner import process_table_chunk
 
     with CheckpointStore.connect(url) as store:
         job = store.get_job(job_key)
@@ -370,8 +370,8 @@ def _run_dag(url: str, server: str) -> dict[str, Any]:
     """Start Airflow, trigger the DAG with a conf, wait for its success; return its figures."""
     import httpx
 
-    from parallel_batch import localenv
-    from parallel_batch.local_airflow import LocalAirflow, free_port
+    from parallel_batch.local import env as localenv
+    from parallel_batch.local.services import LocalAirflow, free_port
 
     metadata = f"pb_bench_airflow_{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()

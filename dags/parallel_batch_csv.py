@@ -65,8 +65,8 @@ from parallel_batch.airflow.csv_operators import (
 )
 from parallel_batch.airflow.csv_params import csv_params
 from parallel_batch.airflow.process import MAP_INDEX_TEMPLATE
-from parallel_batch.demo_customers import CUSTOMERS_TABLE, default_csv_path
-from parallel_batch.localenv import POOL_NAME
+from parallel_batch.demo.customers import CUSTOMERS_TABLE, default_csv_path
+from parallel_batch.local.env import POOL_NAME
 
 DAG_ID = "parallel_batch_csv"
 # Chunk tasks of one run at once, at most (the pool bounds them across runs). Larger only helps
@@ -98,8 +98,8 @@ with DAG(
 
         from parallel_batch.airflow.connection import resolve_conninfo
         from parallel_batch.airflow.params import fail_fast
-        from parallel_batch.demo_customers import create_customers
-        from parallel_batch.postgres.identifiers import parse_table
+        from parallel_batch.demo.customers import create_customers
+        from parallel_batch.store.identifiers import parse_table
 
         target = get_current_context()["params"]["target_table"]
         with fail_fast("Invalid configuration"):

@@ -29,7 +29,7 @@ from airflow.sdk import DAG
 
 from parallel_batch.airflow.operators import ReplayDeadLettersOperator
 from parallel_batch.airflow.params import replay_params
-from parallel_batch.localenv import POOL_NAME
+from parallel_batch.local.env import POOL_NAME
 
 DAG_ID = "parallel_batch_replay"
 

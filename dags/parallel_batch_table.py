@@ -63,11 +63,16 @@ from parallel_batch.airflow.operators import (
 )
 from parallel_batch.airflow.params import table_params
 from parallel_batch.airflow.process import MAP_INDEX_TEMPLATE
-from parallel_batch.demo import ENRICHED_COLUMNS, ENRICHED_TABLE, EVENTS_COLUMNS, EVENTS_TABLE
-from parallel_batch.localenv import POOL_NAME
+from parallel_batch.demo.events import (
+    ENRICHED_COLUMNS,
+    ENRICHED_TABLE,
+    EVENTS_COLUMNS,
+    EVENTS_TABLE,
+)
+from parallel_batch.local.env import POOL_NAME
 
 DAG_ID = "parallel_batch_table"
-TRANSFORM = "parallel_batch.demo:enrich_events"
+TRANSFORM = "parallel_batch.demo.events:enrich_events"
 # Chunk tasks of one run at once, at most (the pool bounds them across runs). Larger only helps
 # when the pool has more slots; smaller leaves slots to other runs (backfills run several).
 MAX_ACTIVE_CHUNKS = 16
@@ -103,11 +108,11 @@ with DAG(
 
         from parallel_batch.airflow.connection import resolve_conninfo
         from parallel_batch.airflow.params import fail_fast
-        from parallel_batch.demo import create_events_enriched
+        from parallel_batch.demo.events import create_events_enriched
 
         target = get_current_context()["params"]["target_table"]
         with fail_fast("Invalid configuration"):
-            from parallel_batch.postgres.identifiers import parse_table
+            from parallel_batch.store.identifiers import parse_table
 
             parse_table(target)
         with psycopg.connect(resolve_conninfo(), autocommit=True) as conn:

@@ -38,7 +38,7 @@ def pg_server_url() -> Iterator[str]:
     url = os.environ.get("PARALLEL_BATCH_TEST_DATABASE_URL")
     started_here = False
     if not url:
-        from parallel_batch import embedded
+        from parallel_batch.local import embedded
 
         started_here = not embedded.is_running()
         url = embedded.start()
@@ -46,7 +46,7 @@ def pg_server_url() -> Iterator[str]:
         conn.execute("SELECT 1")
     yield url
     if started_here:
-        from parallel_batch import embedded
+        from parallel_batch.local import embedded
 
         embedded.stop()
 

@@ -17,14 +17,14 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _db_url(args: argparse.Namespace) -> int:
-    from parallel_batch.config import database_url
+    from parallel_batch.local.config import database_url
 
     print(database_url())
     return 0
 
 
 def _db_stop(args: argparse.Namespace) -> int:
-    from parallel_batch import embedded
+    from parallel_batch.local import embedded
 
     if embedded.stop():
         print(f"Stopped the embedded PostgreSQL ({embedded.pgdata_dir()})")
@@ -34,7 +34,7 @@ def _db_stop(args: argparse.Namespace) -> int:
 
 
 def _env(args: argparse.Namespace) -> int:
-    from parallel_batch import localenv
+    from parallel_batch.local import env as localenv
 
     env = localenv.airflow_environment()
     if not args.no_prepare:
@@ -44,7 +44,8 @@ def _env(args: argparse.Namespace) -> int:
 
 
 def _airflow(args: argparse.Namespace) -> int:
-    from parallel_batch import local_airflow, localenv
+    from parallel_batch.local import env as localenv
+    from parallel_batch.local import services as local_airflow
 
     env = localenv.airflow_environment(api_port=args.port)
     localenv.prepare_airflow(env)
@@ -76,8 +77,8 @@ def _count(minimum: int) -> Callable[[str], int]:
 def _seed_events(args: argparse.Namespace) -> int:
     import psycopg
 
-    from parallel_batch import demo
-    from parallel_batch.config import database_url
+    from parallel_batch.demo import events as demo
+    from parallel_batch.local.config import database_url
 
     with psycopg.connect(database_url(), autocommit=True) as conn:
         rows = demo.seed_events(
@@ -103,7 +104,7 @@ def _register_seed_events(commands: argparse._SubParsersAction) -> None:
 
 
 def _seed_csv(args: argparse.Namespace) -> int:
-    from parallel_batch.files.generate import write_customers_csv
+    from parallel_batch.demo.csv_file import write_customers_csv
 
     stats = write_customers_csv(args.out, args.rows, bad_every=args.bad_every, seed=args.seed)
     print(
@@ -127,14 +128,14 @@ def _register_seed_csv(commands: argparse._SubParsersAction) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from parallel_batch import status
-    from parallel_batch.config import database_url
+    from parallel_batch.local.config import database_url
+    from parallel_batch.progress import terminal as status
 
     return status.show(args.url or database_url(), args.job_key, limit=args.limit)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from parallel_batch.demo_run import run_demo
+    from parallel_batch.demo.run import run_demo
 
     run_demo(events=args.events, csv_records=args.csv_records)
     return 0

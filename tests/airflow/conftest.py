@@ -35,7 +35,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from parallel_batch import localenv
+from parallel_batch.local import env as localenv
 
 _TEST_DB_ENV = "PARALLEL_BATCH_TEST_DATABASE_URL"
 # The connection a test gets without `parallel_batch_conn`: a database that never exists, so a
@@ -54,7 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     server_url = os.environ.get(_TEST_DB_ENV)
     if not server_url:
-        from parallel_batch import embedded
+        from parallel_batch.local import embedded
 
         _state["started_embedded"] = not embedded.is_running()
         server_url = embedded.start()
@@ -75,7 +75,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if isinstance(home, Path):
         shutil.rmtree(home, ignore_errors=True)
     if _state.get("started_embedded"):
-        from parallel_batch import embedded
+        from parallel_batch.local import embedded
 
         embedded.stop()
 
@@ -127,7 +127,7 @@ def parallel_batch_conn(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
     The ``parallel_batch`` schema is created there; returns ``pg_url``.
     """
-    from parallel_batch.postgres.schema import ensure_schema
+    from parallel_batch.store.schema import ensure_schema
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
         ensure_schema(conn)

@@ -98,7 +98,7 @@ def mismatches(
     """Return the rows of ``target`` that differ from what ``source`` says they must be."""
     from psycopg import sql
 
-    from parallel_batch.postgres.identifiers import table_sql
+    from parallel_batch.store.identifiers import table_sql
 
     query = sql.SQL(MISMATCHES_SQL).format(source=table_sql(source), target=table_sql(target))
     row = conn.execute(query).fetchone()
@@ -110,7 +110,7 @@ def bad_rows(conn: psycopg.Connection, source: str = "demo.events") -> dict[str,
     """Return the poison and crash rows of the source as ``{id as text: expected error_type}``."""
     from psycopg import sql
 
-    from parallel_batch.postgres.identifiers import table_sql
+    from parallel_batch.store.identifiers import table_sql
 
     rows = conn.execute(
         sql.SQL(

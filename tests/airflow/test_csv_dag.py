@@ -282,7 +282,7 @@ def test_operator_checks_chunks_before_any_work(
     """Test that the plan operator, used without Params, fails at once on chunks <= 0."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from parallel_batch.demo_customers import create_customers
+    from parallel_batch.demo.customers import create_customers
 
     create_customers(pg_conn)
     path = tmp_path / "customers.csv"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from parallel_batch import demo
+from parallel_batch.demo import events as demo
 from tests.airflow.dagrun import bad_rows, dead_letters, load_dag, mismatches, run_dag
 
 JOB_KEY = "replay-test"

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from parallel_batch import demo
+from parallel_batch.demo import events as demo
 from tests.airflow.dagrun import (
     bad_rows,
     dead_letters,
@@ -252,7 +252,7 @@ with DAG(
         target_table="demo.events_enriched",
         source_columns=("id", "user_id", "payload", "amount", "created_at"),
         target_columns=("id", "user_id", "payload_sha256", "amount_cents", "created_at"),
-        transform="parallel_batch.demo:enrich_events",
+        transform="parallel_batch.demo.events:enrich_events",
         batch_rows={batch_rows!r},
     )
 """

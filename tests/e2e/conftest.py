@@ -31,9 +31,9 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from parallel_batch import localenv
-from parallel_batch.local_airflow import LocalAirflow, free_port
-from parallel_batch.paths import project_root
+from parallel_batch.local import env as localenv
+from parallel_batch.local.paths import project_root
+from parallel_batch.local.services import LocalAirflow, free_port
 
 E2E_DAGS = Path(__file__).parent / "dags"
 PROJECT_DAGS = project_root() / "dags"

@@ -17,9 +17,9 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from parallel_batch import demo
-from parallel_batch.postgres.checkpoints import CheckpointStore, ChunkState
-from parallel_batch.postgres.identifiers import table_sql
+from parallel_batch.demo import events as demo
+from parallel_batch.store.checkpoints import CheckpointStore, ChunkState
+from parallel_batch.store.identifiers import table_sql
 from tests.e2e.conftest import AirflowClient
 
 DAG_ID = "parallel_batch_table"

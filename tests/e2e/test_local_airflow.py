@@ -76,7 +76,7 @@ def test_provider_and_plugin_are_registered(airflow: AirflowClient) -> None:
 
 def test_stop_leaves_no_process(start_airflow: AirflowStarter) -> None:
     """Test that stopping the local Airflow ends every process it started, and frees its port."""
-    from parallel_batch.local_airflow import port_is_free
+    from parallel_batch.local.services import port_is_free
 
     client = start_airflow()
     services = client.airflow.processes()

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from parallel_batch.postgres.checkpoints import CheckpointStore
-from parallel_batch.postgres.deadletters import DeadLetter
+from parallel_batch.store.checkpoints import CheckpointStore
+from parallel_batch.store.deadletters import DeadLetter
 from tests.e2e.conftest import AirflowClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from parallel_batch.postgres.identifiers import table_sql
+from parallel_batch.store.identifiers import table_sql
 from tests.airflow.dagrun import bad_rows, dead_letters, mismatches
 from tests.e2e.conftest import AirflowClient
 from tests.e2e.table_helpers import (

@@ -23,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from parallel_batch.files.generate import write_customers_csv
+from parallel_batch.demo.csv_file import write_customers_csv
 
 BOM = b"\xef\xbb\xbf"
 DUPLICATE_NAME = "Duplicate"
@@ -155,7 +155,7 @@ def target_rows(conn: psycopg.Connection, table: str = "demo.customers") -> list
     """The target's rows in id order."""
     from psycopg import sql
 
-    from parallel_batch.postgres.identifiers import table_sql
+    from parallel_batch.store.identifiers import table_sql
 
     return conn.execute(sql.SQL(TARGET_SQL).format(table_sql(table))).fetchall()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from parallel_batch import demo
+from parallel_batch.demo import events as demo
 
 HANG_PREFIX = "hang:"
 HANG_SECONDS = 600.0

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 
 from parallel_batch.exceptions import ConfigurationError
-from parallel_batch.postgres.batch_ranges import BatchRange, RangeReader
-from parallel_batch.postgres.planner import RowFilter, TableChunk
-from parallel_batch.postgres.reader import use_reader_timezone
+from parallel_batch.sources.table.planner import RowFilter, TableChunk
+from parallel_batch.sources.table.ranges import BatchRange, RangeReader
+from parallel_batch.sources.table.reader import use_reader_timezone
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 COLUMNS = ("id", "payload", "amount", "created_at")

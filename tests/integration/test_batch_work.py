@@ -10,16 +10,16 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from parallel_batch import demo
+from parallel_batch.core.batch_work import BatchWork, connect_reader, prepare_batch
+from parallel_batch.core.row_isolation import DEFAULT_RETRY
+from parallel_batch.core.runner import process_table_chunk, run_table_chunk
+from parallel_batch.demo import events as demo
 from parallel_batch.engine.pool import WorkerPool
 from parallel_batch.exceptions import BatchPrepareError
-from parallel_batch.postgres.batch_ranges import BatchRange, RangeReader
-from parallel_batch.postgres.batch_work import BatchWork, connect_reader, prepare_batch
-from parallel_batch.postgres.checkpoints import CheckpointStore
-from parallel_batch.postgres.planner import TableChunk
-from parallel_batch.postgres.row_isolation import DEFAULT_RETRY
-from parallel_batch.postgres.runner import process_table_chunk, run_table_chunk
-from parallel_batch.postgres.writer import copy_format, write_rows
+from parallel_batch.sources.table.planner import TableChunk
+from parallel_batch.sources.table.ranges import BatchRange, RangeReader
+from parallel_batch.store.checkpoints import CheckpointStore
+from parallel_batch.store.writer import copy_format, write_rows
 from tests.integration.hang_transform import HANG_PREFIX, enrich_or_hang
 from tests.reliability.chunk_worker import check_job, events_spec, plan_job
 

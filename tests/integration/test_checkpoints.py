@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from parallel_batch.exceptions import ChunkBusyError, ConfigurationError, LeaseLostError
-from parallel_batch.postgres import deadletters
-from parallel_batch.postgres.checkpoints import CheckpointStore, DeadLetter, Lease
+from parallel_batch.store import deadletters
+from parallel_batch.store.checkpoints import CheckpointStore, DeadLetter, Lease
 
 PLAN: list[dict[str, Any]] = [
     {"chunk_id": "(-inf,100]", "lower": None, "upper": 100, "rows": 100},
@@ -335,7 +335,7 @@ def test_that_a_killed_holder_process_does_not_block_its_successor(
     script = textwrap.dedent(
         f"""
         import sys, time
-        from parallel_batch.postgres.checkpoints import CheckpointStore
+        from parallel_batch.store.checkpoints import CheckpointStore
         store = CheckpointStore.connect({pg_url!r})
         lease = store.acquire("job", {CHUNK!r}, holder="doomed")
         store.commit_batch(lease, last_key=7, rows_read=7)

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from parallel_batch.postgres.copy_data import CopyData, CopyEncoder, CopyFormat
-from parallel_batch.postgres.writer import copy_format, write_rows
+from parallel_batch.store.copy_data import CopyData, CopyEncoder, CopyFormat
+from parallel_batch.store.writer import copy_format, write_rows
 
 T0 = dt.datetime(2024, 1, 1, 12, 30, 15, 123456, tzinfo=dt.UTC)
 COLUMNS = ("id", "n", "note", "amount", "at", "day", "ident", "flag", "doc", "tags", "raw")

@@ -17,14 +17,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from parallel_batch.demo_customers import create_customers
+from parallel_batch.core.csv_job import check_reusable, plan_csv_job, stored_csv_spec
+from parallel_batch.core.csv_load import run_csv_chunk
+from parallel_batch.core.csv_spec import CsvLoadSpec, FileIdentity
+from parallel_batch.core.table_job import ChunkSummary
+from parallel_batch.demo.customers import create_customers
 from parallel_batch.exceptions import ConfigurationError, CsvHeaderError
-from parallel_batch.files.csv_job import check_reusable, plan_csv_job, stored_csv_spec
-from parallel_batch.files.load import run_csv_chunk
-from parallel_batch.files.load_spec import CsvLoadSpec, FileIdentity
-from parallel_batch.files.planner import FileChunk
-from parallel_batch.postgres.checkpoints import CheckpointStore, Job
-from parallel_batch.postgres.table_job import ChunkSummary
+from parallel_batch.sources.csv.planner import FileChunk
+from parallel_batch.store.checkpoints import CheckpointStore, Job
 from tests.integration.customers_csv import (
     CustomersCsv,
     assert_dead_letters,
@@ -227,10 +227,10 @@ def test_bad_files_and_changed_files_are_configuration_errors(
 
 _WORKER = """
 import logging, sys
-from parallel_batch.files.enrich import EnrichConfig
-from parallel_batch.files.load import run_csv_chunk
-from parallel_batch.files.load_spec import CsvLoadSpec
-from parallel_batch.files.planner import FileChunk
+from parallel_batch.core.enrich import EnrichConfig
+from parallel_batch.core.csv_load import run_csv_chunk
+from parallel_batch.core.csv_spec import CsvLoadSpec
+from parallel_batch.sources.csv.planner import FileChunk
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 url, job_key, path, enrich_url, start, end, first = sys.argv[1:]
 print("started", flush=True)
@@ -248,7 +248,7 @@ def test_killed_chunk_resumes_without_loss_or_duplicates(
     pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path
 ) -> None:
     """Test that a chunk SIGKILLed in a subprocess mid-way resumes after its last committed batch."""
-    from parallel_batch.files.enrich import EnrichConfig
+    from parallel_batch.core.enrich import EnrichConfig
     from tests.integration.segment_server import SegmentServer, segment_of
 
     case = customers_csv(tmp_path / "customers.csv", 1_200, duplicates={10: None, 97: 1100})

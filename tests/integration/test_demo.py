@@ -11,7 +11,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from parallel_batch import cli, demo
+from parallel_batch import cli
+from parallel_batch.demo import events as demo
 from parallel_batch.exceptions import InvalidIdentifierError, PoisonRowError
 
 
@@ -188,7 +189,7 @@ def test_crash_rows_end_the_process_abruptly(function: str) -> None:
     """Test that a crash row kills the process that handles it with the crash exit code."""
     row = "(9, 1, 'crash: event 9', __import__('decimal').Decimal('1.00'), None)"
     arg = row if function == "enrich_event" else f"[{row}]"
-    code = f"from parallel_batch import demo\ndemo.{function}({arg})\nprint('survived')\n"
+    code = f"from parallel_batch.demo import events as demo\ndemo.{function}({arg})\nprint('survived')\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == demo.CRASH_EXIT_CODE
     assert "survived" not in done.stdout

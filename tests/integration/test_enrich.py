@@ -11,14 +11,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from parallel_batch.demo_customers import create_customers
+from parallel_batch.core.csv_job import plan_csv_job
+from parallel_batch.core.csv_load import run_csv_chunk
+from parallel_batch.core.csv_spec import CsvLoadSpec
+from parallel_batch.core.enrich import EnrichConfig, Enricher
+from parallel_batch.demo.customers import create_customers
 from parallel_batch.engine.retry import ItemResult
-from parallel_batch.files.csv_job import plan_csv_job
-from parallel_batch.files.enrich import EnrichConfig, Enricher
-from parallel_batch.files.load import run_csv_chunk
-from parallel_batch.files.load_spec import CsvLoadSpec
-from parallel_batch.files.planner import FileChunk
-from parallel_batch.postgres.checkpoints import CheckpointStore
+from parallel_batch.sources.csv.planner import FileChunk
+from parallel_batch.store.checkpoints import CheckpointStore
 from tests.integration.customers_csv import customers_csv, dead_letters, target_rows
 from tests.integration.segment_server import SegmentServer, segment_of
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from parallel_batch.exceptions import ConfigurationError, InvalidIdentifierError
-from parallel_batch.postgres.keys import key_type
-from parallel_batch.postgres.planner import RowFilter, TableChunk, plan_table_chunks
+from parallel_batch.sources.table.planner import RowFilter, TableChunk, plan_table_chunks
+from parallel_batch.store.catalog import key_type
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 

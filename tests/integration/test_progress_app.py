@@ -10,11 +10,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from parallel_batch import __version__
-from parallel_batch.airflow.progress_app import create_app
 from parallel_batch.exceptions import ConfigurationError
-from parallel_batch.postgres.checkpoints import CheckpointStore
-from parallel_batch.postgres.deadletters import DeadLetter
-from parallel_batch.postgres.schema import ensure_schema
+from parallel_batch.progress.app import create_app
+from parallel_batch.store.checkpoints import CheckpointStore
+from parallel_batch.store.deadletters import DeadLetter
+from parallel_batch.store.schema import ensure_schema
 
 JOB = "parallel_batch_table:2024-01-02T00:00:00+00:00/2024-01-03T00:00:00+00:00"
 DONE_JOB = "parallel_batch_table:manual__2024-01-01T00:00:00+00:00"

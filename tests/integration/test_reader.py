@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from parallel_batch.exceptions import ConfigurationError, InvalidIdentifierError
-from parallel_batch.postgres.planner import RowFilter, TableChunk, plan_table_chunks
-from parallel_batch.postgres.reader import read_batches
+from parallel_batch.sources.table.planner import RowFilter, TableChunk, plan_table_chunks
+from parallel_batch.sources.table.reader import read_batches
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 COLUMNS = ("id", "payload", "amount", "created_at")

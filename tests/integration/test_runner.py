@@ -10,15 +10,15 @@ from typing import Any
 import psycopg
 import pytest
 
-from parallel_batch import demo
+from parallel_batch.core.batch_transform import DEFAULT_RETRY
+from parallel_batch.core.runner import ChunkSummary, TableJobSpec, run_table_chunk
+from parallel_batch.demo import events as demo
 from parallel_batch.engine.pool import WorkerPool
 from parallel_batch.engine.progress import ProgressSnapshot
 from parallel_batch.engine.retry import RetryPolicy
 from parallel_batch.exceptions import LeaseLostError
-from parallel_batch.postgres.batch_transform import DEFAULT_RETRY
-from parallel_batch.postgres.checkpoints import CheckpointStore
-from parallel_batch.postgres.planner import RowFilter, TableChunk
-from parallel_batch.postgres.runner import ChunkSummary, TableJobSpec, run_table_chunk
+from parallel_batch.sources.table.planner import RowFilter, TableChunk
+from parallel_batch.store.checkpoints import CheckpointStore
 from tests.reliability.chunk_worker import check_job, events_spec, plan_job, run_job
 
 ROWS = 2_000

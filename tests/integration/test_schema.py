@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from parallel_batch.exceptions import ConfigurationError
-from parallel_batch.postgres import schema
-from parallel_batch.postgres.schema import LATEST_VERSION, ensure_schema, schema_version
+from parallel_batch.store import schema
+from parallel_batch.store.schema import LATEST_VERSION, ensure_schema, schema_version
 
 
 def _tables(conn: psycopg.Connection) -> set[str]:

@@ -1,4 +1,4 @@
-"""Tests of parallel_batch.status and `parallel-batch status` on a real checkpoint store."""
+"""Tests of parallel_batch.progress.terminal and `parallel-batch status` on a real checkpoint store."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from parallel_batch import cli, status
-from parallel_batch.postgres.checkpoints import CheckpointStore
-from parallel_batch.postgres.deadletters import DeadLetter
+from parallel_batch import cli
+from parallel_batch.progress import terminal as status
+from parallel_batch.store.checkpoints import CheckpointStore
+from parallel_batch.store.deadletters import DeadLetter
 
 JOB = "parallel_batch_table:2024-01-02T00:00:00+00:00/2024-01-03T00:00:00+00:00"
 PLAN = [

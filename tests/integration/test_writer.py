@@ -10,7 +10,7 @@ import pytest
 from psycopg import errors
 
 from parallel_batch.exceptions import ConfigurationError, InvalidIdentifierError
-from parallel_batch.postgres.writer import delete_key_range, write_rows
+from parallel_batch.store.writer import delete_key_range, write_rows
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 COLUMNS = ("id", "user_id", "note", "amount", "created_at")

@@ -18,12 +18,12 @@ from typing import NamedTuple
 
 import psycopg
 
-from parallel_batch import demo
+from parallel_batch.core.runner import ChunkSummary, TableJobSpec, run_table_chunk
+from parallel_batch.demo import events as demo
 from parallel_batch.engine.pool import WorkerPool
-from parallel_batch.postgres.checkpoints import CheckpointStore, Job, plan_from_chunks
-from parallel_batch.postgres.planner import RowFilter, TableChunk, plan_table_chunks
-from parallel_batch.postgres.runner import ChunkSummary, TableJobSpec, run_table_chunk
-from parallel_batch.postgres.writer import WriteMode
+from parallel_batch.sources.table.planner import RowFilter, TableChunk, plan_table_chunks
+from parallel_batch.store.checkpoints import CheckpointStore, Job, plan_from_chunks
+from parallel_batch.store.writer import WriteMode
 
 SOURCE = "demo.events"
 TARGET = "demo.events_enriched"

@@ -19,9 +19,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from parallel_batch import demo
+from parallel_batch.demo import events as demo
 from parallel_batch.engine.pool import WorkerPool
-from parallel_batch.postgres.checkpoints import CheckpointStore
+from parallel_batch.store.checkpoints import CheckpointStore
 from tests.reliability.chunk_worker import check_job, events_spec, plan_job, run_job
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

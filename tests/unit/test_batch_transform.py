@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from parallel_batch import demo
+from parallel_batch.core.batch_transform import BatchTransformer, transform_in_worker
+from parallel_batch.core.row_isolation import DEFAULT_RETRY, FailedRow
+from parallel_batch.demo import events as demo
 from parallel_batch.engine.pool import WorkerPool
-from parallel_batch.postgres.batch_transform import BatchTransformer, transform_in_worker
-from parallel_batch.postgres.row_isolation import DEFAULT_RETRY, FailedRow
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 

@@ -135,7 +135,7 @@ def test_jwt_secret_is_shared_by_every_container(services: dict[str, dict[str, A
 def test_init_prepares_airflow_with_this_package(services: dict[str, dict[str, Any]]) -> None:
     """Test that airflow-init runs this package's prepare_airflow."""
     command = "\n".join(services["airflow-init"]["command"])
-    assert "from parallel_batch.localenv import prepare_airflow" in command
+    assert "from parallel_batch.local.env import prepare_airflow" in command
 
 
 def test_dockerfile_extends_the_pinned_official_image() -> None:

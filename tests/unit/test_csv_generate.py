@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from parallel_batch.cli import main
-from parallel_batch.files.generate import BAD_KINDS, write_customers_csv
-from parallel_batch.files.planner import plan_csv_chunks
-from parallel_batch.files.reader import read_csv_chunk, read_csv_header
-from parallel_batch.files.records import CsvRecord, RecordError
-from parallel_batch.files.schema import CUSTOMERS_SCHEMA
+from parallel_batch.demo.csv_file import BAD_KINDS, write_customers_csv
+from parallel_batch.sources.csv.planner import plan_csv_chunks
+from parallel_batch.sources.csv.reader import read_csv_chunk, read_csv_header
+from parallel_batch.sources.csv.records import CsvRecord, RecordError
+from parallel_batch.sources.csv.schema import CUSTOMERS_SCHEMA
 
 # The reader's error kind for each kind of malformed record the generator writes.
 READER_KIND = {

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from parallel_batch.files import planner
-from parallel_batch.files.planner import FileChunk, plan_csv_chunks
-from parallel_batch.files.scan import QuoteScanner
+from parallel_batch.sources.csv import planner
+from parallel_batch.sources.csv.planner import FileChunk, plan_csv_chunks
+from parallel_batch.sources.csv.scan import QuoteScanner
 from tests.unit.csv_cases import csv_bytes, oracle_records, oracle_rows
 
 BOM = b"\xef\xbb\xbf"

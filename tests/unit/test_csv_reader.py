@@ -12,16 +12,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parallel_batch.exceptions import CsvHeaderError
-from parallel_batch.files import planner, segments
-from parallel_batch.files.planner import FileChunk, plan_csv_chunks
-from parallel_batch.files.reader import read_csv_chunk, read_csv_header
-from parallel_batch.files.records import (
+from parallel_batch.sources.csv import planner, segments
+from parallel_batch.sources.csv.planner import FileChunk, plan_csv_chunks
+from parallel_batch.sources.csv.reader import read_csv_chunk, read_csv_header
+from parallel_batch.sources.csv.records import (
     RAW_MAX_CHARS,
     CsvRecord,
     RecordError,
     parse_record,
 )
-from parallel_batch.files.schema import CUSTOMERS_SCHEMA, CsvColumn, CsvSchema
+from parallel_batch.sources.csv.schema import CUSTOMERS_SCHEMA, CsvColumn, CsvSchema
 from tests.unit.csv_cases import csv_bytes, oracle_records
 
 TEXT3 = CsvSchema([CsvColumn("a"), CsvColumn("b"), CsvColumn("c")])

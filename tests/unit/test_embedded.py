@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from parallel_batch import config
+from parallel_batch.local import config
 
 
 def test_that_the_environment_url_wins(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parallel_batch.exceptions import InvalidIdentifierError
-from parallel_batch.postgres.identifiers import (
+from parallel_batch.store.identifiers import (
     TableName,
     column_sql,
     columns_sql,

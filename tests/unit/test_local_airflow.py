@@ -1,4 +1,4 @@
-"""Tests of parallel_batch.local_airflow that start no Airflow (the e2e tests start it)."""
+"""Tests of parallel_batch.local.services that start no Airflow (the e2e tests start it)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from parallel_batch.exceptions import ConfigurationError
-from parallel_batch.local_airflow import LocalAirflow, free_port, port_is_free
+from parallel_batch.local.services import LocalAirflow, free_port, port_is_free
 
 
 @pytest.mark.parametrize(

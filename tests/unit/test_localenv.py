@@ -1,4 +1,4 @@
-"""Tests of parallel_batch.localenv: the Airflow environment and the metadata DB preparation."""
+"""Tests of parallel_batch.local.env: the Airflow environment and the metadata DB preparation."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy.engine import make_url
 
-from parallel_batch import localenv
 from parallel_batch.exceptions import ConfigurationError
+from parallel_batch.local import env as localenv
 
 SOCKET_URL = "postgresql://postgres:@/postgres?host=/tmp/pb/pgdata"
 

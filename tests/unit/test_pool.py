@@ -22,11 +22,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parallel_batch.engine import pool_cpus
 from parallel_batch.engine.pool import WorkerPool
-from parallel_batch.engine.pool_records import BatchResult, ItemFailure, PoolStatistics
-from parallel_batch.engine.pool_tasks import Job, Task
-from parallel_batch.engine.pool_worker import RemoteTraceback
+from parallel_batch.engine.workers import cpus as pool_cpus
+from parallel_batch.engine.workers.records import BatchResult, ItemFailure, PoolStatistics
+from parallel_batch.engine.workers.tasks import Job, Task
+from parallel_batch.engine.workers.worker import RemoteTraceback
 from parallel_batch.exceptions import PoolClosedError, WorkerStartError, WorkerTaskError
 from tests.unit import _pool_helpers as h
 
@@ -86,7 +86,7 @@ def _worker_pids() -> set[int]:
             if child.status() != psutil.STATUS_ZOMBIE and (
                 child.ppid() in helpers
                 or "multiprocessing" in command
-                or "parallel_batch.engine.pool_worker" in command
+                or "parallel_batch.engine.workers.worker" in command
                 or child.cmdline() == me.cmdline()  # forked
             ):
                 pids.add(child.pid)

@@ -1,4 +1,4 @@
-"""Tests of parallel_batch.progress_view: the progress view's display rows and formats."""
+"""Tests of parallel_batch.progress.model: the progress view's display rows and formats."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from parallel_batch.postgres.records import ChunkState
-from parallel_batch.progress_view import (
+from parallel_batch.progress.model import (
     STALLED_AFTER_SECONDS,
     chunk_row,
     cut,
@@ -23,6 +22,7 @@ from parallel_batch.progress_view import (
     json_ready,
     replay_hint,
 )
+from parallel_batch.store.records import ChunkState
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from parallel_batch.postgres.readahead import ReadAhead
+from parallel_batch.engine.readahead import ReadAhead
 
 
 def test_that_every_item_comes_through_in_order() -> None:

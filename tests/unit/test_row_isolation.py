@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from parallel_batch.engine.retry import RetryPolicy
-from parallel_batch.postgres.row_isolation import (
+from parallel_batch.core.row_isolation import (
     DEFAULT_RETRY,
     FailedRow,
     IsolatedRows,
     transform_rows,
 )
+from parallel_batch.engine.retry import RetryPolicy
 
 Row = tuple[Any, ...]
 

@@ -79,7 +79,7 @@ def conninfo_from_fields(
 
 
 def _fallback(reason: str) -> str:
-    from parallel_batch.config import database_url
+    from parallel_batch.local.config import database_url
 
     url = database_url()
     log.warning("%s: using the configured database instead (PARALLEL_BATCH_DATABASE_URL)", reason)
@@ -89,7 +89,7 @@ def _fallback(reason: str) -> str:
 def resolve_conninfo(conn_id: str = DEFAULT_CONN_ID) -> str:
     """Return the psycopg conninfo of the Airflow connection ``conn_id``.
 
-    Falls back to :func:`parallel_batch.config.database_url` (with a warning in the log) only
+    Falls back to :func:`parallel_batch.local.config.database_url` (with a warning in the log) only
     when Airflow is not installed or the connection is not defined.
 
     :param conn_id: the Airflow connection id.

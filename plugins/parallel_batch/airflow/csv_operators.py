@@ -35,18 +35,18 @@ from parallel_batch.airflow.params import (
 )
 from parallel_batch.airflow.process import MAP_INDEX_TEMPLATE, StateStoreProgress
 from parallel_batch.airflow.summarize import SummarizeTableJobOperator
-from parallel_batch.exceptions import ConfigurationError
-from parallel_batch.files.csv_job import (
+from parallel_batch.core.csv_job import (
     check_file,
     check_reusable,
     plan_csv_job,
     stored_csv_spec,
 )
-from parallel_batch.files.enrich import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, EnrichConfig
-from parallel_batch.files.load import check_target, run_csv_chunk
-from parallel_batch.files.load_spec import DEFAULT_CSV_BATCH_ROWS, CsvLoadSpec
-from parallel_batch.files.planner import DEFAULT_MAX_CHUNKS, FileChunk
-from parallel_batch.postgres.checkpoints import DEFAULT_WAIT_TIMEOUT, CheckpointStore, JobStatus
+from parallel_batch.core.csv_load import check_target, run_csv_chunk
+from parallel_batch.core.csv_spec import DEFAULT_CSV_BATCH_ROWS, CsvLoadSpec
+from parallel_batch.core.enrich import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, EnrichConfig
+from parallel_batch.exceptions import ConfigurationError
+from parallel_batch.sources.csv.planner import DEFAULT_MAX_CHUNKS, FileChunk
+from parallel_batch.store.checkpoints import DEFAULT_WAIT_TIMEOUT, CheckpointStore, JobStatus
 
 __all__ = ["LoadCsvChunkOperator", "PlanCsvChunksOperator", "SummarizeCsvJobOperator"]
 

@@ -10,8 +10,8 @@ from airflow.sdk import Param
 
 from parallel_batch.airflow.jobkeys import MAX_JOB_KEY_CHARS
 from parallel_batch.airflow.params import TABLE_PATTERN
-from parallel_batch.files.enrich import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
-from parallel_batch.files.load_spec import DEFAULT_CSV_BATCH_ROWS
+from parallel_batch.core.csv_spec import DEFAULT_CSV_BATCH_ROWS
+from parallel_batch.core.enrich import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",

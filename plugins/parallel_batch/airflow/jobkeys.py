@@ -24,7 +24,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from parallel_batch.exceptions import ConfigurationError
-from parallel_batch.postgres.planner import RowFilter
+from parallel_batch.sources.table.planner import RowFilter
 
 __all__ = [
     "INTERVAL_RUN_TYPES",

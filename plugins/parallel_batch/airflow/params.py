@@ -19,9 +19,9 @@ from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from parallel_batch.airflow.jobkeys import MAX_JOB_KEY_CHARS
+from parallel_batch.core.table_job import DEFAULT_BATCH_ROWS
 from parallel_batch.exceptions import ConfigurationError
-from parallel_batch.postgres.identifiers import IDENTIFIER_PATTERN
-from parallel_batch.postgres.table_job import DEFAULT_BATCH_ROWS
+from parallel_batch.store.identifiers import IDENTIFIER_PATTERN
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",

@@ -38,13 +38,13 @@ from parallel_batch.airflow.params import (
     positive_int,
     true_or_false,
 )
+from parallel_batch.core.table_job import DEFAULT_BATCH_ROWS, TableJobSpec
 from parallel_batch.exceptions import ConfigurationError
-from parallel_batch.postgres.checkpoints import CheckpointStore, Job, plan_from_chunks
-from parallel_batch.postgres.identifiers import column_sql, parse_table
-from parallel_batch.postgres.keys import column_types, key_type
-from parallel_batch.postgres.planner import DEFAULT_MAX_CHUNKS, RowFilter, plan_table_chunks
-from parallel_batch.postgres.table_job import DEFAULT_BATCH_ROWS, TableJobSpec
-from parallel_batch.postgres.writer import WriteMode
+from parallel_batch.sources.table.planner import DEFAULT_MAX_CHUNKS, RowFilter, plan_table_chunks
+from parallel_batch.store.catalog import column_types, key_type
+from parallel_batch.store.checkpoints import CheckpointStore, Job, plan_from_chunks
+from parallel_batch.store.identifiers import column_sql, parse_table
+from parallel_batch.store.writer import WriteMode
 
 __all__ = ["JOB_KIND", "PlanTableChunksOperator", "job_params", "stored_spec"]
 

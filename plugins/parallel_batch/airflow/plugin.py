@@ -94,7 +94,7 @@ def build_app() -> FastAPI:
     from airflow.api_fastapi.core_api.security import requires_authenticated
     from fastapi import Depends
 
-    from parallel_batch.airflow.progress_app import create_app
+    from parallel_batch.progress.app import create_app
 
     return create_app(
         airflow_conninfo,

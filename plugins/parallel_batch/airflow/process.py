@@ -43,15 +43,15 @@ from parallel_batch.airflow.params import (
     positive_int,
 )
 from parallel_batch.airflow.plan import stored_spec
+from parallel_batch.core.batch_transform import DEFAULT_RETRY
+from parallel_batch.core.runner import run_table_chunk
+from parallel_batch.core.table_job import ChunkSummary
 from parallel_batch.engine.pool import WorkerPool
 from parallel_batch.engine.progress import ProgressSnapshot
 from parallel_batch.engine.retry import RetryPolicy
 from parallel_batch.exceptions import ConfigurationError
-from parallel_batch.postgres.batch_transform import DEFAULT_RETRY
-from parallel_batch.postgres.checkpoints import DEFAULT_WAIT_TIMEOUT, CheckpointStore
-from parallel_batch.postgres.planner import TableChunk
-from parallel_batch.postgres.runner import run_table_chunk
-from parallel_batch.postgres.table_job import ChunkSummary
+from parallel_batch.sources.table.planner import TableChunk
+from parallel_batch.store.checkpoints import DEFAULT_WAIT_TIMEOUT, CheckpointStore
 
 __all__ = ["MAP_INDEX_TEMPLATE", "ProcessTableChunkOperator", "StateStoreProgress"]
 

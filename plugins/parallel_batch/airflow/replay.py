@@ -43,22 +43,22 @@ from parallel_batch.airflow.params import (
     ratio_value,
 )
 from parallel_batch.airflow.plan import JOB_KIND, stored_spec
-from parallel_batch.engine.pool import WorkerPool
-from parallel_batch.engine.retry import RetryPolicy
-from parallel_batch.exceptions import ConfigurationError
-from parallel_batch.postgres import deadletters
-from parallel_batch.postgres.batch_transform import (
+from parallel_batch.core.batch_transform import (
     DEFAULT_RETRY,
     BatchTransformer,
     FailedRow,
     Row,
 )
-from parallel_batch.postgres.checkpoints import CheckpointStore
-from parallel_batch.postgres.deadletters import DeadLetter, StoredDeadLetter, json_payload
-from parallel_batch.postgres.identifiers import column_sql, columns_sql, table_sql
-from parallel_batch.postgres.keys import key_to_json, key_type
-from parallel_batch.postgres.table_job import TableJobSpec
-from parallel_batch.postgres.writer import write_rows
+from parallel_batch.core.table_job import TableJobSpec
+from parallel_batch.engine.pool import WorkerPool
+from parallel_batch.engine.retry import RetryPolicy
+from parallel_batch.exceptions import ConfigurationError
+from parallel_batch.store import deadletters
+from parallel_batch.store.catalog import key_to_json, key_type
+from parallel_batch.store.checkpoints import CheckpointStore
+from parallel_batch.store.deadletters import DeadLetter, StoredDeadLetter, json_payload
+from parallel_batch.store.identifiers import column_sql, columns_sql, table_sql
+from parallel_batch.store.writer import write_rows
 
 __all__ = ["ReplayDeadLettersOperator", "ReplayFrom", "replay_table_dead_letters"]
 

@@ -24,9 +24,9 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from parallel_batch.airflow.connection import DEFAULT_CONN_ID, resolve_conninfo
 from parallel_batch.airflow.params import DEFAULT_MAX_FAILED_RATIO, fail_fast, ratio_value
+from parallel_batch.core.table_job import ChunkSummary
 from parallel_batch.engine.progress import format_duration
-from parallel_batch.postgres.checkpoints import CheckpointStore, JobStatus
-from parallel_batch.postgres.table_job import ChunkSummary
+from parallel_batch.store.checkpoints import CheckpointStore, JobStatus
 
 __all__ = ["REPLAY_DAG_ID", "SummarizeTableJobOperator", "replay_hint"]
 

@@ -47,9 +47,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from types import TracebackType
 from typing import Any, TypeVar
 
-from parallel_batch.engine.pool_cpus import usable_cpu_count
-from parallel_batch.engine.pool_launch import EXEC, start_methods
-from parallel_batch.engine.pool_process import (
+from parallel_batch.engine.workers.cpus import usable_cpu_count
+from parallel_batch.engine.workers.launch import EXEC, start_methods
+from parallel_batch.engine.workers.process import (
     Died,
     Outcome,
     Raised,
@@ -57,9 +57,9 @@ from parallel_batch.engine.pool_process import (
     WorkerProcess,
     describe_exit,
 )
-from parallel_batch.engine.pool_records import BatchResult, ItemFailure, PoolStatistics
-from parallel_batch.engine.pool_tasks import Job, JobLedger, Task, TaskQueue
-from parallel_batch.engine.pool_worker import RemoteError
+from parallel_batch.engine.workers.records import BatchResult, ItemFailure, PoolStatistics
+from parallel_batch.engine.workers.tasks import Job, JobLedger, Task, TaskQueue
+from parallel_batch.engine.workers.worker import RemoteError
 from parallel_batch.exceptions import PoolClosedError, WorkerStartError
 
 __all__ = ["BatchResult", "ItemFailure", "PoolStatistics", "WorkerPool"]

@@ -1,1 +1,0 @@
-"""CSV chunk planner and reader. No Airflow imports."""

@@ -1,0 +1,28 @@
+"""Where the project keeps its local state (`.parallel_batch/` in the project root)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+STATE_DIR_NAME = ".parallel_batch"
+
+
+def project_root() -> Path:
+    """Return the project root: ``PARALLEL_BATCH_HOME``'s parent, the source checkout, or the cwd."""
+    home = os.environ.get("PARALLEL_BATCH_HOME")
+    if home:
+        return Path(home).resolve().parent
+    # plugins/parallel_batch/local/paths.py -> project root, for a source checkout / editable install
+    candidate = Path(__file__).resolve().parents[3]
+    if (candidate / "pyproject.toml").is_file() and (candidate / "dags").is_dir():
+        return candidate
+    return Path.cwd()
+
+
+def state_dir() -> Path:
+    """Return (and create) the directory that holds the embedded server and Airflow home."""
+    home = os.environ.get("PARALLEL_BATCH_HOME")
+    path = Path(home).resolve() if home else project_root() / STATE_DIR_NAME
+    path.mkdir(parents=True, exist_ok=True)
+    return path

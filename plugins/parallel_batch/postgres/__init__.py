@@ -1,1 +1,0 @@
-"""psycopg 3 data plane. No Airflow imports."""
