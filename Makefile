@@ -41,6 +41,7 @@ demo: setup
 bench: setup
 	$(BIN)/python -m bench
 
+# A local Airflow on http://localhost:8080 until Ctrl-C; seeds small demo data where it is missing.
 airflow: setup
 	$(BIN)/parallel-batch airflow
 

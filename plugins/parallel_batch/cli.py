@@ -45,11 +45,16 @@ def _env(args: argparse.Namespace) -> int:
 
 def _airflow(args: argparse.Namespace) -> int:
     from parallel_batch.local import env as localenv
-    from parallel_batch.local import services as local_airflow
+    from parallel_batch.local.conninfo import conninfo_from_connection
+    from parallel_batch.local.demo_data import seed_missing_demo_data
+    from parallel_batch.local.serve import serve
 
     env = localenv.airflow_environment(api_port=args.port)
     localenv.prepare_airflow(env)
-    return local_airflow.serve(env)
+    demo_data = []
+    if not args.no_demo_data:
+        demo_data = seed_missing_demo_data(conninfo_from_connection(env[localenv.CONN_ENV]))
+    return serve(env, demo_data=demo_data)
 
 
 def seed_commands(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -187,8 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-prepare", action="store_true", help="skip creating and migrating the metadata DB"
     )
     env.set_defaults(handler=_env)
-    local = commands.add_parser("airflow", help="run a local Airflow (UI on :8080) until Ctrl-C")
+    local = commands.add_parser(
+        "airflow", help="run a local Airflow (UI on :8080) until Ctrl-C, with small demo data"
+    )
     local.add_argument("--port", type=int, default=8080, help="the UI and API port")
+    local.add_argument(
+        "--no-demo-data",
+        action="store_true",
+        help="do not create the demo table and CSV where they are missing",
+    )
     local.set_defaults(handler=_airflow)
     _register_seed_events(commands)
     _register_seed_csv(commands)

@@ -20,10 +20,11 @@ def _tables(conn: psycopg.Connection) -> set[str]:
 
 
 def test_that_ensure_schema_creates_every_table(pg_conn: psycopg.Connection) -> None:
-    """Test that ensure_schema creates jobs, chunks, dead_letters and the version table."""
+    """Test that ensure_schema creates jobs, chunks, dead_letters, key_claims and the version
+    table."""
     assert schema_version(pg_conn) == 0
     assert ensure_schema(pg_conn) == LATEST_VERSION
-    assert _tables(pg_conn) == {"jobs", "chunks", "dead_letters", "schema_version"}
+    assert _tables(pg_conn) == {"jobs", "chunks", "dead_letters", "key_claims", "schema_version"}
     assert schema_version(pg_conn) == LATEST_VERSION
 
 
@@ -119,3 +120,56 @@ def test_that_status_values_are_checked(pg_conn: psycopg.Connection) -> None:
         pg_conn.execute(
             "INSERT INTO parallel_batch.jobs (job_key, kind, status) VALUES ('x', 'table', 'done')"
         )
+
+
+# What version 1 created on its first use by a CSV job, outside the migrations.
+_V1_FILE_KEYS = """
+CREATE TABLE IF NOT EXISTS parallel_batch.file_keys (
+    job_key     text COLLATE "C" NOT NULL,
+    item_key    text COLLATE "C" NOT NULL,
+    line_number bigint NOT NULL,
+    chunk_id    text NOT NULL,
+    PRIMARY KEY (job_key, item_key)
+)
+"""
+
+
+def _migrate_to_version_1(conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        patch.setattr(schema, "LATEST_VERSION", 1)
+        assert ensure_schema(conn) == 1
+
+
+@pytest.mark.parametrize("with_file_keys", [True, False])
+def test_that_version_1_upgrades_keeping_jobs_and_claims(
+    pg_conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch, with_file_keys: bool
+) -> None:
+    """Test that a database at version 1 (with or without its ad-hoc file_keys table) upgrades
+    to the latest version: jobs and chunks keep their rows and gain zero filtered/fan-out
+    counters, and claims move to key_claims with one output each."""
+    _migrate_to_version_1(pg_conn, monkeypatch)
+    pg_conn.execute(
+        "INSERT INTO parallel_batch.jobs (job_key, kind, rows_read) VALUES ('old', 'csv', 7)"
+    )
+    pg_conn.execute(
+        "INSERT INTO parallel_batch.chunks (job_key, chunk_id, position, range, rows_read)"
+        " VALUES ('old', 'bytes[0,9)', 0, '{}', 7)"
+    )
+    if with_file_keys:
+        pg_conn.execute(_V1_FILE_KEYS)
+        pg_conn.execute(
+            "INSERT INTO parallel_batch.file_keys VALUES ('old', '42', 3, 'bytes[0,9)')"
+        )
+    assert ensure_schema(pg_conn) == LATEST_VERSION
+    assert "file_keys" not in _tables(pg_conn)
+    assert pg_conn.execute(
+        "SELECT rows_read, rows_filtered, rows_fanout FROM parallel_batch.jobs"
+    ).fetchall() == [(7, 0, 0)]
+    assert pg_conn.execute(
+        "SELECT rows_read, rows_filtered, rows_fanout FROM parallel_batch.chunks"
+    ).fetchall() == [(7, 0, 0)]
+    claims = pg_conn.execute(
+        "SELECT job_key, item_key, line_number, chunk_id, outputs FROM parallel_batch.key_claims"
+    ).fetchall()
+    assert claims == ([("old", "42", 3, "bytes[0,9)", 1)] if with_file_keys else [])

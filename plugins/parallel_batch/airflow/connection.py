@@ -1,16 +1,20 @@
 """Which database the operators work on: the ``parallel_batch_default`` Airflow connection.
 
 The connection is an ordinary ``postgres`` connection (``AIRFLOW_CONN_PARALLEL_BATCH_DEFAULT``,
-the UI, or any secrets backend). It becomes a libpq conninfo string for psycopg 3::
+the UI, or any secrets backend). The Postgres provider's :class:`PostgresHook` builds its
+connection arguments, so everything the hook understands works here too (IAM tokens for RDS,
+Redshift and Azure, ``options``, ``sslmode`` and every other libpq keyword in the extras); they
+become one libpq conninfo string, which the task and its worker processes connect with::
 
     Connection(host, port, login, password, schema, extra)
-        -> host=... port=... user=... password=... dbname=... <libpq keywords from extra>
+        -> PostgresHook: IAM token, extras minus the hook's own keys  (get_conn's arguments)
+        -> host=... port=... user=... password=... dbname=... sslmode=... options=...
 
-Extras that are not libpq keywords (the Postgres hook's ``cursor``, ``iam``, ...) are left out.
-Only when Airflow is not importable, or the connection is not defined, does the package's own
-configuration apply (``PARALLEL_BATCH_DATABASE_URL``, else the embedded server), and the log says
-so: a DAG that silently wrote to another database than the one its connection names would be
-worse than one that fails.
+A connection that is not defined, or not a Postgres one, fails the task at once, without retries
+(:class:`ConnectionConfigError` is an ``AirflowFailException``), with the conn id and how to
+define it. There is no fallback: a task that silently wrote into another database than its
+connection names would be worse than one that fails. The embedded server of ``parallel_batch.local``
+is for the command line only; nothing here starts it.
 """
 
 from __future__ import annotations
@@ -18,18 +22,41 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
 from parallel_batch.exceptions import ConfigurationError
 
-__all__ = ["DEFAULT_CONN_ID", "conninfo_from_fields", "resolve_conninfo"]
+if TYPE_CHECKING:
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+__all__ = ["DEFAULT_CONN_ID", "ConnectionConfigError", "conninfo_from_args", "resolve_conninfo"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONN_ID = "parallel_batch_default"
+_POSTGRES_TYPES = frozenset({"postgres", "postgresql"})
+
+
+class ConnectionConfigError(AirflowFailException, ConfigurationError):
+    """Raised when the Airflow connection is not defined, or is not a Postgres connection.
+
+    An ``AirflowFailException``, so a task fails at once without retries, and a
+    :class:`~parallel_batch.exceptions.ConfigurationError`, so the progress page shows it.
+    """
+
+
+def _undefined_message(conn_id: str) -> str:
+    return (
+        f"The Airflow connection {conn_id!r} is not defined. Define it as a Postgres connection: "
+        f"in the UI (Admin -> Connections), with `airflow connections add {conn_id} --conn-uri "
+        f"postgresql://USER:PASSWORD@HOST:5432/DATABASE`, with the environment variable "
+        f"AIRFLOW_CONN_{conn_id.upper()} (that URI, or the connection's JSON) in every Airflow "
+        "process, or in your secrets backend."
+    )
 
 
 @functools.cache
@@ -37,85 +64,59 @@ def _libpq_keywords() -> frozenset[str]:
     return frozenset(d.keyword.decode() for d in pq.Conninfo.get_defaults())
 
 
-def conninfo_from_fields(
-    *,
-    host: str | None,
-    port: int | None,
-    login: str | None,
-    password: str | None,
-    schema: str | None,
-    extra: Mapping[str, Any] | None = None,
-) -> str:
-    """Return the libpq conninfo string of an Airflow connection's fields.
+def conninfo_from_args(args: Mapping[str, Any]) -> str:
+    """Return the libpq conninfo string of ``psycopg.connect`` keyword arguments.
 
-    :param host: host name, address or Unix-socket directory.
-    :param port: the port.
-    :param login: the user.
-    :param password: the password.
-    :param schema: the database name (Airflow calls it "schema").
-    :param extra: the connection's extras; libpq keywords among them (``sslmode``,
-        ``application_name``, ...) are passed on, other keys are ignored.
+    :param args: what :meth:`PostgresHook.get_conn` would connect with; libpq keywords with a
+        value are kept, the rest (``row_factory`` of a ``cursor`` extra, ...) is left out.
     """
-    params: dict[str, Any] = {}
     keywords = _libpq_keywords()
-    ignored = []
-    for key, value in (extra or {}).items():
-        if key in keywords and value is not None:
-            params[key] = value
-        else:
-            ignored.append(key)
+    params = {k: v for k, v in args.items() if k in keywords and v is not None and v != ""}
+    ignored = sorted(set(args) - keywords)
     if ignored:
-        log.debug("Ignoring connection extras that are not libpq parameters: %s", sorted(ignored))
-    for key, value in (
-        ("host", host),
-        ("port", port),
-        ("user", login),
-        ("password", password),
-        ("dbname", schema),
-    ):
-        if value not in (None, ""):
-            params[key] = value
+        log.debug("Ignoring connection arguments that are not libpq parameters: %s", ignored)
     return make_conninfo(**params)
 
 
-def _fallback(reason: str) -> str:
-    from parallel_batch.local.config import database_url
+@functools.cache
+def _hook_class() -> type[PostgresHook]:
+    """Return a :class:`PostgresHook` whose ``get_conn()`` returns its arguments, unconnected."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    url = database_url()
-    log.warning("%s: using the configured database instead (PARALLEL_BATCH_DATABASE_URL)", reason)
-    return url
+    if not hasattr(PostgresHook, "_create_connection"):  # the providers before psycopg 3
+        raise ConfigurationError(
+            "parallel_batch needs apache-airflow-providers-postgres>=7.1, run: "
+            "pip install 'apache-airflow-providers-postgres>=7.1'"
+        )
+
+    class ConnectArgsHook(PostgresHook):
+        def _create_connection(self, conn_args: dict[str, Any]) -> Any:
+            return dict(conn_args)
+
+    return ConnectArgsHook
 
 
 def resolve_conninfo(conn_id: str = DEFAULT_CONN_ID) -> str:
     """Return the psycopg conninfo of the Airflow connection ``conn_id``.
 
-    Falls back to :func:`parallel_batch.local.config.database_url` (with a warning in the log) only
-    when Airflow is not installed or the connection is not defined.
+    It is built as the Postgres hook connects: an IAM token is fetched now when the connection's
+    extras ask for one (a token is valid for a limited time: resolve again to reconnect later).
 
     :param conn_id: the Airflow connection id.
-    :raises ConfigurationError: when the connection exists but is not a Postgres connection.
+    :raises ConnectionConfigError: when the connection is not defined, or is not a Postgres
+        connection.
     """
     if not conn_id:
         raise ValueError("conn_id must not be empty")
+    hook = _hook_class()(postgres_conn_id=conn_id)
     try:
-        from airflow.sdk import BaseHook
-        from airflow.sdk.exceptions import AirflowNotFoundException
-    except ImportError:
-        return _fallback("Airflow is not installed")
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        return _fallback(f"The Airflow connection {conn_id!r} is not defined")
-    if conn.conn_type not in (None, "", "postgres", "postgresql"):
-        raise ConfigurationError(
+        conn = hook.connection
+    except AirflowNotFoundException as exc:
+        raise ConnectionConfigError(_undefined_message(conn_id)) from exc
+    if conn.conn_type and conn.conn_type not in _POSTGRES_TYPES:
+        raise ConnectionConfigError(
             f"The Airflow connection {conn_id!r} has type {conn.conn_type!r}; "
             "parallel_batch needs a 'postgres' connection"
         )
-    return conninfo_from_fields(
-        host=conn.host,
-        port=conn.port,
-        login=conn.login,
-        password=conn.password,
-        schema=conn.schema,
-        extra=conn.extra_dejson,
-    )
+    args: dict[str, Any] = hook.get_conn()  # type: ignore[assignment]  # ConnectArgsHook's
+    return conninfo_from_args(args)

@@ -11,25 +11,27 @@ task processes included (for macros), so importing this module stays cheap: Fast
 templates and Airflow's authentication are imported when the api-server serves its first page
 (:class:`LazyApp`), never in a task.
 
-In the api-server, every page resolves the ``parallel_batch_default`` connection (an edit in
-Admin -> Connections applies at the next refresh) and is open to the users Airflow has
-authenticated, like the rest of the UI.
+In the api-server, every page resolves the ``parallel_batch_default`` connection through
+:func:`~parallel_batch.airflow.connection.resolve_conninfo` (an edit in Admin -> Connections
+applies at the next refresh) and is open to the users Airflow has authenticated, like the rest of
+the UI. It never reads another database: when the connection is missing, the page says so and
+how to define it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from airflow.plugins_manager import AirflowPlugin
 
 from parallel_batch.airflow.connection import DEFAULT_CONN_ID, resolve_conninfo
-from parallel_batch.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["URL_PREFIX", "LazyApp", "ParallelBatchPlugin", "airflow_conninfo", "build_app"]
+__all__ = ["URL_PREFIX", "LazyApp", "ParallelBatchPlugin", "build_app"]
 
 URL_PREFIX = "/parallel-batch"
 # The page's path in the UI (/plugin/<url_route>). Links are relative: the UI's <base href> is
@@ -66,27 +68,6 @@ class LazyApp:
         return f"LazyApp({self._factory.__module__}.{self._factory.__qualname__})"
 
 
-def airflow_conninfo(conn_id: str = DEFAULT_CONN_ID) -> str:
-    """Return the conninfo of the Airflow connection ``conn_id``; it must exist.
-
-    Unlike :func:`~parallel_batch.airflow.connection.resolve_conninfo`, which tasks use, this never
-    falls back to another database (nor starts the embedded one from a web request): the page
-    says that the connection is missing instead.
-
-    :raises ConfigurationError: the connection is not defined, or not a Postgres connection.
-    """
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException as exc:
-        raise ConfigurationError(
-            f"The Airflow connection {conn_id!r} is not defined in the api-server."
-        ) from exc
-    return resolve_conninfo(conn_id)
-
-
 def build_app() -> FastAPI:
     """Return the progress view's app as the api-server mounts it: Airflow's authentication,
     the ``parallel_batch_default`` connection, links to the Airflow UI."""
@@ -97,7 +78,7 @@ def build_app() -> FastAPI:
     from parallel_batch.progress.app import create_app
 
     return create_app(
-        airflow_conninfo,
+        functools.partial(resolve_conninfo, DEFAULT_CONN_ID),
         dependencies=[Depends(requires_authenticated())],
         ui_base=API_ROOT_PATH.rstrip("/"),
     )

@@ -33,11 +33,11 @@ from collections.abc import (
     Iterator,
 )
 from itertools import islice
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from parallel_batch.engine.progress import ProgressCallback, ProgressTracker
 
-__all__ = ["abatched", "batched", "process_batches"]
+__all__ = ["abatched", "batched", "cancel_and_wait", "process_batches"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -60,7 +60,8 @@ def _batched(iterator: Iterator[T], size: int) -> Iterator[list[T]]:
 
 
 def abatched(source: Iterable[T] | AsyncIterable[T], size: int) -> AsyncGenerator[list[T], None]:
-    """Yield lists of ``size`` items from an iterable or an async iterable, lazily.
+    """Yield lists of ``size`` items from an iterable or an async iterable, lazily; closing the
+    batches (``aclose``) closes a generator source too.
 
     :param source: an async iterable, or a plain iterable (read in the event loop's thread).
     :param size: items per batch.
@@ -75,19 +76,31 @@ def abatched(source: Iterable[T] | AsyncIterable[T], size: int) -> AsyncGenerato
 
 
 async def _abatched_sync(source: Iterable[T], size: int) -> AsyncGenerator[list[T], None]:
-    for batch in _batched(iter(source), size):
-        yield batch
+    iterator = iter(source)
+    try:
+        for batch in _batched(iterator, size):
+            yield batch
+    finally:  # closing the batches closes a generator source at once, not at its collection
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
 
 
 async def _abatched_async(source: AsyncIterable[T], size: int) -> AsyncGenerator[list[T], None]:
+    iterator = aiter(source)
     batch: list[T] = []
-    async for item in source:
-        batch.append(item)
-        if len(batch) == size:
+    try:
+        async for item in iterator:
+            batch.append(item)
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
             yield batch
-            batch = []
-    if batch:
-        yield batch
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def process_batches(
@@ -180,12 +193,13 @@ async def _stream(
                 await wakeup
             yield task.result()
     finally:
-        await _cancel_and_wait(window)
+        await cancel_and_wait(window)
         await batches.aclose()
 
 
-async def _cancel_and_wait(tasks: Iterable[asyncio.Task[R]]) -> None:
-    """Cancel ``tasks`` and wait until every one has finished, even if we are cancelled meanwhile."""
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until every one has finished, even if we are cancelled meanwhile
+    (then raise CancelledError once they have)."""
     tasks = list(tasks)
     for task in tasks:
         task.cancel()

@@ -27,6 +27,7 @@ ten poison rows in a batch cost about 1.7 batch-calls of work where halving cost
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections import deque
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, NamedTuple, TypeVar
 
-from parallel_batch.engine.retry import RetryPolicy
+from parallel_batch.engine.policy import RetryPolicy
 
 __all__ = [
     "SPLIT_PARTS",
@@ -105,7 +106,7 @@ def split_range(unit: tuple[int, int], parts: int = SPLIT_PARTS) -> list[tuple[i
         return None
     parts = min(parts, size)
     bounds = [start + size * k // parts for k in range(parts + 1)]
-    return [(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if a < b]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if a < b]
 
 
 def isolate(
@@ -114,6 +115,8 @@ def isolate(
     split: Callable[[U], Sequence[U] | None],
     policy: RetryPolicy,
     *,
+    isolate_on: tuple[type[Exception], ...] = (Exception,),
+    first: Attempted[U, R] | Exception | None = None,
     sleep: Callable[[float], object] = time.sleep,
     rng: random.Random | None = None,
 ) -> Isolated[U, R]:
@@ -121,8 +124,13 @@ def isolate(
 
     :param unit: the work.
     :param attempt: does a unit's work; raises when the unit fails as a whole.
-    :param split: the parts of a unit that failed, or None when it is a single item.
+    :param split: the parts of a unit that failed, or None when it is a single item (an empty
+        split, or the unit itself as its only part, counts as a single item too).
     :param policy: tries per single item in all (its first try alone included) and the waits.
+    :param isolate_on: the errors that mean "some item of the unit is at fault"; any other error
+        propagates at once (the database is gone, a bug: splitting cannot help).
+    :param first: how ``unit`` fared when the caller already attempted it whole (what the
+        attempt returned, or the error it raised): it is not attempted again.
     :param sleep: called with the seconds to wait between retry rounds (injectable for tests).
     :param rng: the jitter's source; a fresh ``random.Random()`` when None.
     """
@@ -132,10 +140,16 @@ def isolate(
     while queue:
         current = queue.popleft()
         try:
-            attempted = attempt(current)
-        except Exception as exc:
+            if first is None:
+                attempted = attempt(current)
+            elif isinstance(first, Exception):
+                error, first = first, None
+                raise error
+            else:
+                attempted, first = first, None
+        except isolate_on as exc:
             parts = split(current)
-            if parts is None:
+            if not parts or list(parts) == [current]:  # a single item (no loop, nothing lost)
                 singles.append((current, exc, _now()))
             else:
                 queue.extendleft(reversed(parts))
@@ -146,11 +160,11 @@ def isolate(
     attempts = 1
     while singles:
         retry: list[tuple[U, datetime]] = []
-        for single, error, first in singles:
+        for single, error, first_failed_at in singles:
             if attempts < policy.max_attempts and policy.is_retryable(error):
-                retry.append((single, first))
+                retry.append((single, first_failed_at))
             else:
-                failed.append(ItemGivenUp(single, error, attempts, first, _now()))
+                failed.append(ItemGivenUp(single, error, attempts, first_failed_at, _now()))
         if not retry:
             break
         if rng is None:
@@ -158,14 +172,14 @@ def isolate(
         sleep(policy.delay(attempts - 1, rng))
         attempts += 1
         singles = []
-        for single, first in retry:
+        for single, first_failed_at in retry:
             try:
                 attempted = attempt(single)
-            except Exception as exc:
-                singles.append((single, exc, first))
+            except isolate_on as exc:
+                singles.append((single, exc, first_failed_at))
                 continue
             if attempted.item_errors:
-                singles.extend((u, e, first) for u, e in attempted.item_errors)
+                singles.extend((u, e, first_failed_at) for u, e in attempted.item_errors)
             else:
                 done.append((single, attempted.value))
     return Isolated(done, failed)

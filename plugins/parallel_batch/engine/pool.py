@@ -1,29 +1,30 @@
-"""A process pool for CPU-bound batches that survives dead workers and isolates poison items.
+"""A process pool for CPU-bound work that survives dead workers and isolates poison items.
 
 Unlike ``concurrent.futures.ProcessPoolExecutor`` (one dead worker breaks the whole pool:
 ``BrokenProcessPool``), a worker that dies abruptly (``os._exit``, SIGKILL, a segfault, the OOM
-killer) or runs past ``task_timeout`` is replaced, and its batch is retried, then split (in
-halves; after a timeout, into single items) until the item that kills it is alone; that item is
-reported as an :class:`ItemFailure`, every other item is processed (see :mod:`pool_tasks` for
-the splitting rules). How work moves through the pool::
+killer) or runs past ``task_timeout`` is replaced, and only the work it was running fails. Two
+ways in, one pool::
 
-    submit_batch(fn, batch) -> Future[BatchResult]
-        |  Job + one Task (the whole batch)
+    submit(fn, *args) -> Future[R]                 one call; its future raises WorkerCrashedError,
+        |                                          TaskTimeoutError or fn's own exception
+        |
+    submit_batch(fn, batch) -> Future[BatchResult] fn(items) -> list, with failure isolation:
+        |   the whole batch is one task; the items that raise are isolated in the worker, and
+        |   the ones that kill it or hang by isolation.isolate in the parent, each part one
+        |   more task (see workers.batches); the rest of the batch is processed
         v
-    task queue (FIFO; retries and the parts of split tasks go to the front)
-        |  one thread per worker slot takes the next task
-        v
-    slot thread --pickle((fn, items))--> its own worker process (private pipe) --> fn(items)
-        |  Completed / Raised / Died / TimedOut          (pool_process.WorkerProcess.run)
-        v
-    JobLedger.settle: record outputs or split/retry (back to the queue); last slice -> future
+    worker slots: one thread per worker process, tasks from one queue (see workers.slots)
+
+Every failure is isolated by the one mechanism of the package,
+:func:`~parallel_batch.engine.isolation.isolate`: a failing part is split ``SPLIT_PARTS`` ways
+down to the items at fault, and only those fail (:class:`ItemFailure`).
 
 Each worker has a private pipe (no shared queue or lock a dying worker could corrupt or hold),
 so the parent always knows which task a dead worker was running, and notices its death at once
 through the process sentinel.
 
 Start method: ``exec`` by default, a fresh interpreter per worker that imports only the worker
-module and ``fn``'s module (see :mod:`pool_launch`). Airflow task processes run threads
+module and ``fn``'s module (see :mod:`.workers.launch`). Airflow task processes run threads
 (heartbeats, log shipping, secrets backends), and ``fork`` copies a threaded process with
 whatever locks its other threads held at that instant: a child can deadlock on its first
 ``logging`` call. ``spawn`` and ``forkserver`` are safe too, but re-run the parent's
@@ -36,40 +37,30 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import logging
+import functools
 import pickle
 import threading
-import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from types import TracebackType
 from typing import Any, TypeVar
 
+from parallel_batch.engine.closing import Closing
+from parallel_batch.engine.workers.apply import BatchReply, apply_batch
+from parallel_batch.engine.workers.batches import BatchRun, crash_policy
 from parallel_batch.engine.workers.cpus import usable_cpu_count
 from parallel_batch.engine.workers.launch import EXEC, start_methods
-from parallel_batch.engine.workers.process import (
-    Died,
-    Outcome,
-    Raised,
-    TimedOut,
-    WorkerProcess,
-    describe_exit,
-)
 from parallel_batch.engine.workers.records import BatchResult, ItemFailure, PoolStatistics
-from parallel_batch.engine.workers.tasks import Job, JobLedger, Task, TaskQueue
-from parallel_batch.engine.workers.worker import RemoteError
-from parallel_batch.exceptions import PoolClosedError, WorkerStartError
+from parallel_batch.engine.workers.slots import Task, WorkerSlots
+from parallel_batch.exceptions import PoolClosedError
 
 __all__ = ["BatchResult", "ItemFailure", "PoolStatistics", "WorkerPool"]
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-# A fresh interpreter per worker, importing only what it needs: see pool_launch.
+# A fresh interpreter per worker, importing only what it needs: see workers.launch.
 DEFAULT_START_METHOD = EXEC
 # map_batches keeps up to this many batches per worker submitted and not yet yielded.
 # Larger: workers never wait for the caller's next batch; smaller: less memory held and
@@ -78,13 +69,14 @@ READ_AHEAD_PER_WORKER = 2
 _END: Any = object()  # marks the end of the batches in map_batches
 
 
-class WorkerPool:
-    """Run ``fn(batch) -> list`` on batches in worker processes, isolating crashes and errors.
+class WorkerPool(Closing):
+    """Run functions in worker processes, isolating crashes, timeouts and errors.
 
-    ``fn`` must be a picklable module-level callable that takes a list and returns a list; a
-    batch's result holds the outputs of its parts in batch order, and one
+    :meth:`submit` runs one call. :meth:`submit_batch` (and :meth:`run_batch`,
+    :meth:`arun_batch`, :meth:`map_batches`) runs ``fn(batch) -> list`` for a picklable
+    module-level ``fn``: a batch's result holds the outputs of its parts in batch order, and one
     :class:`ItemFailure` per item that failed on its own. As a context manager the pool closes
-    on exit, waiting for its batches, or, when the block raised, cancelling them::
+    on exit, waiting for its work, or, when the block raised, cancelling it::
 
         with WorkerPool(task_timeout=60) as pool:
             for result in pool.map_batches(enrich_rows, batches):
@@ -93,21 +85,21 @@ class WorkerPool:
 
     :param max_workers: worker processes; default: the CPUs this process may use (affinity and
         cgroup quota applied).
-    :param task_timeout: seconds one task (a batch, or part of a split one) may run; past it the
-        worker is killed and replaced, and the task is re-run one item per task, each with the
-        full timeout, so only the items that hang alone fail. None: no limit.
-    :param crash_retries: times a part of a batch that killed its worker is re-run whole (a
-        crash can be transient, e.g. the OOM killer) before it is split in halves.
+    :param task_timeout: seconds one task (a call, a batch, or a part of one) may run; past it
+        the worker is killed and replaced. A batch's items that hang are isolated like crashes,
+        each part with the full timeout, and are not run again. None: no limit.
+    :param crash_retries: times an item that killed its worker on its own is run again before
+        it is given up on (a crash can be transient, e.g. the OOM killer).
     :param start_method: ``"exec"`` (default), or a multiprocessing start method (``"spawn"``,
         ``"forkserver"``; ``"fork"`` is refused: forked workers inherit each other's descriptors).
     :param initializer: called with ``initargs`` in every worker (and replacement) before its
-        first task; if it raises, the batches that needed the worker fail with
+        first task; if it raises, the work that needed the worker fails with
         :class:`~parallel_batch.exceptions.WorkerStartError`.
     :param initargs: arguments of ``initializer``.
-    :param isolate_errors: True: an exception raised by ``fn`` is isolated like a crash, and the
-        item that raises on its own becomes an :class:`ItemFailure` with the exception's type,
-        message and the worker's traceback. False: the batch's future raises that exception, the
-        worker's traceback chained as its ``__cause__``.
+    :param isolate_errors: True: an item of a batch that raises on its own becomes an
+        :class:`ItemFailure` with the exception's type, message and the worker's traceback.
+        False: the batch's future raises the exception, the worker's traceback chained as its
+        ``__cause__`` (crashes and timeouts are isolated either way).
     """
 
     def __init__(
@@ -133,7 +125,7 @@ class WorkerPool:
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be callable")
         try:
-            self._init_payload = pickle.dumps((initializer, initargs), pickle.HIGHEST_PROTOCOL)
+            init_payload = pickle.dumps((initializer, initargs), pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise TypeError(
                 "initializer and initargs must be picklable (a module-level function)"
@@ -142,27 +134,13 @@ class WorkerPool:
         self._task_timeout = task_timeout
         self._isolate_errors = isolate_errors
         self._start_method = start_method or DEFAULT_START_METHOD
-        self._ledger = JobLedger(crash_retries, task_timeout)
-        self._queue = TaskQueue()
+        self._policy = crash_policy(crash_retries)
         self._lock = threading.Lock()
         self._closed = False
-        self._cancelling = False
-        self._busy: dict[int, WorkerProcess] = {}  # slot -> worker running a task
-        self._workers = 0
-        self._empty_batches = 0  # completed at once, without the ledger
-        self._crashed_workers = 0
-        self._timeouts = 0
-        self._slots = [
-            threading.Thread(
-                target=self._run_slot,
-                args=(slot,),
-                name=f"parallel-batch-pool-slot-{slot}",
-                daemon=True,  # close() stops them; daemon so a forgotten pool never blocks exit
-            )
-            for slot in range(self._max_workers)
-        ]
-        for thread in self._slots:
-            thread.start()
+        self._pending: set[Future[Any]] = set()  # submitted calls and batches not done yet
+        self._completed_batches = 0
+        self._splits = 0
+        self._slots = WorkerSlots(self._max_workers, self._start_method, init_payload, task_timeout)
         _live_pools.add(self)
 
     @property
@@ -171,6 +149,27 @@ class WorkerPool:
         return self._max_workers
 
     # -- submitting work ----------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., R], *args: Any) -> Future[R]:
+        """Queue the call ``fn(*args)`` and return its future, with no failure isolation.
+
+        The future raises :class:`~parallel_batch.exceptions.WorkerCrashedError` when the worker
+        died (it is replaced), :class:`~parallel_batch.exceptions.TaskTimeoutError` after
+        ``task_timeout``, or ``fn``'s own exception, the worker's traceback chained as its
+        ``__cause__``.
+
+        :raises TypeError: when ``fn`` or ``args`` cannot be pickled.
+        :raises PoolClosedError: after :meth:`close`.
+        """
+        fn_bytes = self._pickled_fn(fn, fn)
+        try:
+            payload = pickle.dumps((fn_bytes, args), pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise TypeError(f"the arguments of {fn!r} must be picklable: {exc}") from exc
+        future: Future[R] = Future()
+        self._track(future, "task")
+        self._slots.put(Task(payload, future))
+        return future
 
     def submit_batch(
         self, fn: Callable[[list[T]], list[R]], batch: Iterable[T]
@@ -182,29 +181,25 @@ class WorkerPool:
         :raises TypeError: when ``fn`` is not callable or cannot be pickled.
         :raises PoolClosedError: after :meth:`close`.
         """
-        if not callable(fn):
-            raise TypeError("fn must be callable")
-        if getattr(fn, "__module__", None) == "__main__" and self._start_method == EXEC:
-            raise TypeError(
-                f"fn {getattr(fn, '__qualname__', fn)!r} is defined in __main__, which worker "
-                "processes do not import; move it into a module"
-            )
-        try:
-            fn_bytes = pickle.dumps(fn, pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            raise TypeError(f"fn must be a picklable module-level callable, got {fn!r}") from exc
+        fn_bytes = self._pickled_fn(fn, functools.partial(apply_batch, fn, self._isolate_errors))
         items = list(batch)
         future: Future[BatchResult[T, R]] = Future()
-        with self._lock:
-            if self._closed:
-                raise PoolClosedError("cannot submit a batch to a closed WorkerPool")
-            if not items:
-                future.set_running_or_notify_cancel()
-                future.set_result(BatchResult())
-                self._empty_batches += 1
-                return future
-            task = self._ledger.open(Job(fn_bytes, items, future, self._isolate_errors))
-            self._queue.put(task)
+        self._track(future, "batch")
+        if not items:
+            future.set_running_or_notify_cancel()
+            self._count_completed()
+            future.set_result(BatchResult())
+            return future
+        send = functools.partial(self._send, fn_bytes)
+        BatchRun(
+            items,
+            future,
+            send,
+            self._policy,
+            self._task_timeout,
+            self._count_completed,
+            self._count_split,
+        ).start()
         return future
 
     def run_batch(self, fn: Callable[[list[T]], list[R]], batch: Iterable[T]) -> BatchResult[T, R]:
@@ -275,185 +270,90 @@ class WorkerPool:
             for future in in_flight:
                 future.cancel()
 
+    def _pickled_fn(self, fn: Callable[..., Any], call: Callable[..., Any]) -> bytes:
+        """Check ``fn`` and return the pickle of ``call`` (``fn`` itself, or a wrapper of it)."""
+        if not callable(fn):
+            raise TypeError("fn must be callable")
+        if getattr(fn, "__module__", None) == "__main__" and self._start_method == EXEC:
+            raise TypeError(
+                f"fn {getattr(fn, '__qualname__', fn)!r} is defined in __main__, which worker "
+                "processes do not import; move it into a module"
+            )
+        try:
+            return pickle.dumps(call, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise TypeError(f"fn must be a picklable module-level callable, got {fn!r}") from exc
+
+    def _track(self, future: Future[Any], what: str) -> None:
+        """Count ``future`` as pending until it is done; refuse it once the pool is closed."""
+        with self._lock:
+            if self._closed:
+                raise PoolClosedError(f"cannot submit a {what} to a closed WorkerPool")
+            self._pending.add(future)
+        future.add_done_callback(self._untrack)
+
+    def _untrack(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._pending.discard(future)
+
+    def _send(
+        self, fn_bytes: bytes, items: list[Any], front: bool, owner: Future[Any] | None
+    ) -> Future[BatchReply]:
+        """Queue ``apply_batch`` on ``items`` for a batch (see ``workers.batches.Send``)."""
+        payload = pickle.dumps((fn_bytes, (items,)), pickle.HIGHEST_PROTOCOL)
+        future: Future[BatchReply] = Future()
+        self._slots.put(Task(payload, future, owner), front=front)
+        return future
+
     # -- state and shutdown -------------------------------------------------------------------
 
     def statistics(self) -> PoolStatistics:
         """Return the pool's state and counters now."""
+        slots = self._slots
         with self._lock:
             return PoolStatistics(
-                workers=self._workers,
-                busy=len(self._busy),
-                queued=len(self._queue),
-                completed_batches=self._empty_batches + self._ledger.completed,
-                crashed_workers=self._crashed_workers,
-                timeouts=self._timeouts,
-                splits=self._ledger.splits,
+                workers=slots.workers,
+                busy=slots.busy,
+                queued=slots.queued,
+                completed_batches=self._completed_batches,
+                crashed_workers=slots.crashed_workers,
+                timeouts=slots.timeouts,
+                splits=self._splits,
             )
 
-    def close(self, *, cancel_pending: bool = False) -> None:
-        """Stop accepting batches, finish or cancel the submitted ones, stop every worker.
+    def _count_completed(self) -> None:
+        with self._lock:
+            self._completed_batches += 1
 
-        :param cancel_pending: False: wait for every submitted batch. True: cancel the batches
-            not started, kill the workers running the others (their futures raise
+    def _count_split(self) -> None:
+        with self._lock:
+            self._splits += 1
+
+    def close(self, *, cancel_pending: bool = False) -> None:
+        """Stop accepting work, finish or cancel the submitted work, stop every worker.
+
+        :param cancel_pending: False: wait for every submitted call and batch. True: cancel
+            those not started, kill the workers running the others (their futures raise
             :class:`~parallel_batch.exceptions.PoolClosedError`), and return promptly.
         """
         with self._lock:
             self._closed = True
+            pending = list(self._pending)
+        self._slots.closing = True
         try:
             if cancel_pending:
-                self._cancel_all()
+                self._slots.cancel()
             else:
-                wait([job.future for job in self._ledger.unfinished()])
+                wait(pending)
         except BaseException:  # KeyboardInterrupt while waiting: leave no worker behind
-            self._cancel_all()
+            self._slots.cancel()
             raise
         finally:
-            self._stop_slots()
+            self._slots.stop()
         _live_pools.discard(self)
 
-    def _cancel_all(self) -> None:
-        with self._lock:
-            self._cancelling = True
-            busy = list(self._busy.values())
-        self._queue.clear()
-        closed = PoolClosedError("the WorkerPool was closed before the batch finished")
-        for job in self._ledger.unfinished():
-            self._ledger.fail(job, closed)
-        for worker in busy:
-            worker.interrupt()
-
-    def _stop_slots(self) -> None:
-        self._queue.stop()
-        for thread in self._slots:
-            if thread is not threading.current_thread():
-                thread.join()
-
-    def __enter__(self) -> WorkerPool:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close(cancel_pending=exc is not None)
-
-    # -- the slot threads ---------------------------------------------------------------------
-
-    def _run_slot(self, slot: int) -> None:
-        """Own one worker process: run tasks from the queue on it, replace it when it dies."""
-        worker = self._start_worker(replacement=False)
-        try:
-            while (task := self._queue.get()) is not None:
-                if not self._ledger.begin(task):
-                    continue  # its batch was cancelled or has already failed
-                try:
-                    if worker is None:
-                        worker = self._start_worker_for(task)
-                        if worker is None:
-                            continue
-                    outcome = self._run_task(slot, worker, task)
-                    if isinstance(outcome, Died | TimedOut):
-                        worker = None  # it is dead, or was killed for its timeout
-                        self._after_death(outcome, task)
-                    if outcome is not None:
-                        self._queue.put_front(self._ledger.settle(task, outcome))
-                except Exception as exc:  # a bug here must fail the batch, never hang it
-                    logger.exception("Unexpected error in worker pool slot %d", slot)
-                    self._ledger.fail(task.job, exc)
-                    if worker is not None:  # its state is unknown: do not reuse it
-                        worker.kill()
-                        worker = None
-                        self._count_workers(-1)
-                if worker is None and not self._queue_stopping():
-                    worker = self._start_worker(replacement=True)
-        finally:
-            if worker is not None:
-                worker.stop()
-                self._count_workers(-1)
-
-    def _run_task(self, slot: int, worker: WorkerProcess, task: Task) -> Outcome | None:
-        """Run ``task`` on ``worker``; None when the pool is being cancelled."""
-        try:
-            payload = pickle.dumps((task.job.fn_bytes, task.items()), pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # an item that cannot be pickled: isolate it like a raise
-            return Raised(RemoteError.capture(exc))
-        with self._lock:
-            if self._cancelling:
-                return None
-            self._busy[slot] = worker
-        try:
-            return worker.run(payload, self._task_timeout)
-        finally:
-            with self._lock:
-                del self._busy[slot]
-
-    def _after_death(self, outcome: Died | TimedOut, task: Task) -> None:
-        """Count and log a worker that died or was killed for its timeout."""
-        self._count_workers(-1)
-        with self._lock:
-            if self._cancelling:
-                return  # close(cancel_pending=True) killed it
-            if isinstance(outcome, Died):
-                self._crashed_workers += 1
-            else:
-                self._timeouts += 1
-        if isinstance(outcome, Died):
-            logger.warning(
-                "Worker pid %d died with %s while processing %d item(s); replacing it",
-                outcome.pid,
-                describe_exit(outcome.exitcode),
-                task.size,
-            )
-        else:
-            logger.warning(
-                "Worker pid %d ran past task_timeout=%g s on %d item(s); killed it, replacing it",
-                outcome.pid,
-                self._task_timeout,
-                task.size,
-            )
-
-    def _start_worker(self, replacement: bool) -> WorkerProcess | None:
-        """Start a worker ahead of need; None (logged) when it cannot start."""
-        started = time.perf_counter()
-        try:
-            worker = self._new_worker()
-        except Exception as exc:
-            logger.warning("Could not start a worker process: %s", exc)
-            return None
-        if replacement:
-            logger.warning(
-                "Started replacement worker pid %d in %.3f s",
-                worker.pid,
-                time.perf_counter() - started,
-            )
-        return worker
-
-    def _start_worker_for(self, task: Task) -> WorkerProcess | None:
-        """Start a worker to run ``task``; when it cannot start, fail the task's batch."""
-        try:
-            return self._new_worker()
-        except WorkerStartError as exc:
-            self._ledger.fail(task.job, exc)
-        except Exception as exc:
-            error = WorkerStartError(f"could not start a worker process: {exc}")
-            error.__cause__ = exc
-            self._ledger.fail(task.job, error)
-        return None
-
-    def _new_worker(self) -> WorkerProcess:
-        worker = WorkerProcess(self._start_method, self._init_payload)
-        self._count_workers(+1)
-        return worker
-
-    def _queue_stopping(self) -> bool:
-        with self._lock:
-            return self._cancelling or (self._closed and not self._ledger.unfinished())
-
-    def _count_workers(self, delta: int) -> None:
-        with self._lock:
-            self._workers += delta
+    def _close_on_exit(self, error: BaseException | None) -> None:
+        self.close(cancel_pending=error is not None)
 
 
 _live_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()

@@ -16,8 +16,9 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
-from types import TracebackType
 from typing import Any, Generic, TypeVar
+
+from parallel_batch.engine.closing import Closing
 
 T = TypeVar("T")
 
@@ -35,7 +36,7 @@ class _Failed:
         self.error = error
 
 
-class ReadAhead(Generic[T]):
+class ReadAhead(Closing, Generic[T]):
     """Iterate ``source`` on a thread, keeping at most ``depth`` items ready ahead.
 
     :param source: the iterator to read (a generator of batches); it is only touched by the thread.
@@ -97,14 +98,3 @@ class ReadAhead(Generic[T]):
             except queue.Empty:
                 break
         self._thread.join()
-
-    def __enter__(self) -> ReadAhead[T]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -10,8 +10,8 @@ Each item is tried on its own; its failures never touch the other items::
 
 ``process_with_retries`` (sync) and ``aprocess_with_retries`` (asyncio, at most ``concurrency``
 items in flight) sort the results into a :class:`RetryOutcome` of successes and
-:class:`FailedItem` records, ready for a dead-letter table. ``apply_with_retries`` does the same
-for one batch inside a worker process and returns one picklable :class:`ItemResult` per item.
+:class:`FailedItem` records, ready for a dead-letter table. (Isolating the items at fault in
+a batch that fails as a whole is :mod:`~parallel_batch.engine.isolation`'s job.)
 
 Why not tenacity: its ``Retrying`` costs about 30 us per call even when the first attempt
 succeeds (measured here: 29 us against 0.2 us for a bare call), which is more than the whole
@@ -27,7 +27,6 @@ Only :class:`Exception` subclasses are caught: ``KeyboardInterrupt``, ``SystemEx
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
 import traceback
@@ -37,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from parallel_batch.engine.limiter import ConcurrencyLimiter
+from parallel_batch.engine.policy import RetryPolicy
 
 __all__ = [
     "FailedItem",
@@ -44,7 +44,6 @@ __all__ = [
     "RetryOutcome",
     "RetryPolicy",
     "acall_with_retries",
-    "apply_with_retries",
     "aprocess_with_retries",
     "call_with_retries",
     "process_with_retries",
@@ -52,87 +51,6 @@ __all__ = [
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def _is_exception_class_tuple(value: object) -> bool:
-    return isinstance(value, tuple) and all(
-        isinstance(cls, type) and issubclass(cls, BaseException) for cls in value
-    )
-
-
-def _is_seconds(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often and how patiently to retry one item.
-
-    The wait before retry ``n`` (0 for the first retry) is drawn uniformly from
-    ``[0, min(max_delay, base_delay * multiplier ** n)]`` ("full jitter"): retries of many items
-    that failed together spread out instead of hitting a recovering service in waves.
-
-    :param max_attempts: tries per item in all, the first one included (1: never retry).
-    :param base_delay: seconds; the ceiling of the first wait.
-    :param max_delay: seconds; no wait is longer, however many attempts were made.
-    :param multiplier: how much the ceiling grows from one retry to the next.
-    :param retry_on: exception classes worth retrying (transient errors).
-    :param give_up_on: exception classes never retried, even when also in ``retry_on``
-        (e.g. ``retry_on=(OSError,), give_up_on=(FileNotFoundError,)``).
-    """
-
-    max_attempts: int = 3
-    base_delay: float = 0.1
-    max_delay: float = 10.0
-    multiplier: float = 2.0
-    retry_on: tuple[type[BaseException], ...] = (Exception,)
-    give_up_on: tuple[type[BaseException], ...] = ()
-
-    def __post_init__(self) -> None:
-        if (
-            not isinstance(self.max_attempts, int)
-            or isinstance(self.max_attempts, bool)
-            or self.max_attempts < 1
-        ):
-            raise ValueError("max_attempts must be greater than 0")
-        if not _is_seconds(self.base_delay):
-            raise ValueError("base_delay must be a finite number of seconds, 0 or more")
-        if not _is_seconds(self.max_delay) or self.max_delay < self.base_delay:
-            raise ValueError("max_delay must be a finite number of seconds, at least base_delay")
-        if (
-            not isinstance(self.multiplier, int | float)
-            or not math.isfinite(self.multiplier)
-            or self.multiplier < 1
-        ):
-            raise ValueError("multiplier must be a finite number, 1 or more")
-        if not _is_exception_class_tuple(self.retry_on):
-            raise ValueError("retry_on must be a tuple of exception classes")
-        if not _is_exception_class_tuple(self.give_up_on):
-            raise ValueError("give_up_on must be a tuple of exception classes")
-
-    def is_retryable(self, error: BaseException) -> bool:
-        """Return whether ``error`` is worth another attempt (attempts left aside)."""
-        return isinstance(error, self.retry_on) and not isinstance(error, self.give_up_on)
-
-    def delay_ceiling(self, retry: int) -> float:
-        """Return the longest wait before retry number ``retry`` (0 for the first retry)."""
-        if retry < 0:
-            raise ValueError("retry must be 0 or more")
-        if self.base_delay == 0:
-            return 0.0
-        try:
-            return min(self.max_delay, self.base_delay * self.multiplier**retry)
-        except OverflowError:
-            return self.max_delay
-
-    def delay(self, retry: int, rng: random.Random) -> float:
-        """Draw the wait before retry number ``retry``: uniform in ``[0, delay_ceiling(retry)]``."""
-        return rng.uniform(0.0, self.delay_ceiling(retry))
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +142,34 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class _Tries:
+    """One item's attempts so far: the bookkeeping the sync and the async loop share."""
+
+    def __init__(self, item: Any, policy: RetryPolicy, rng: random.Random | None) -> None:
+        self._item = item
+        self._policy = policy
+        self._rng = rng
+        self._count = 1
+        self._first_failed_at: datetime | None = None
+
+    def failed(self, error: Exception) -> ItemResult[Any] | None:
+        """Record that the current attempt raised ``error``: the item's final result when it
+        is given up, None when it is worth another attempt after :meth:`wait`."""
+        failed_at = _now()
+        first = self._first_failed_at = self._first_failed_at or failed_at
+        if self._count >= self._policy.max_attempts or not self._policy.is_retryable(error):
+            failure = FailedItem.from_error(self._item, error, self._count, first, failed_at)
+            return ItemResult(None, failure)
+        return None
+
+    def wait(self) -> float:
+        """Draw the wait before the next attempt, and count that attempt."""
+        if self._rng is None:
+            self._rng = random.Random()
+        self._count += 1
+        return self._policy.delay(self._count - 2, self._rng)
+
+
 def call_with_retries(
     fn: Callable[[T], R],
     item: T,
@@ -242,22 +188,14 @@ def call_with_retries(
     :returns: an :class:`ItemResult` holding the value or the failure; never raises for ``fn``'s
         exceptions (only ``BaseException``\\ s that are not ``Exception``\\ s propagate).
     """
-    first_failed_at: datetime | None = None
-    attempt = 0
+    tries = _Tries(item, policy, rng)
     while True:
-        attempt += 1
         try:
             return ItemResult(fn(item))
         except Exception as error:
-            failed_at = _now()
-            first_failed_at = first_failed_at or failed_at
-            if attempt >= policy.max_attempts or not policy.is_retryable(error):
-                return ItemResult(
-                    None, FailedItem.from_error(item, error, attempt, first_failed_at, failed_at)
-                )
-        if rng is None:
-            rng = random.Random()
-        sleep(policy.delay(attempt - 1, rng))
+            if (failure := tries.failed(error)) is not None:
+                return failure
+        sleep(tries.wait())
 
 
 async def acall_with_retries(
@@ -273,22 +211,14 @@ async def acall_with_retries(
     The asyncio twin of :func:`call_with_retries`; waits with ``await sleep(seconds)``.
     Cancellation is never swallowed.
     """
-    first_failed_at: datetime | None = None
-    attempt = 0
+    tries = _Tries(item, policy, rng)
     while True:
-        attempt += 1
         try:
             return ItemResult(await afn(item))
         except Exception as error:
-            failed_at = _now()
-            first_failed_at = first_failed_at or failed_at
-            if attempt >= policy.max_attempts or not policy.is_retryable(error):
-                return ItemResult(
-                    None, FailedItem.from_error(item, error, attempt, first_failed_at, failed_at)
-                )
-        if rng is None:
-            rng = random.Random()
-        await sleep(policy.delay(attempt - 1, rng))
+            if (failure := tries.failed(error)) is not None:
+                return failure
+        await sleep(tries.wait())
 
 
 def process_with_retries(
@@ -376,20 +306,3 @@ async def aprocess_with_retries(
         if in_flight:
             await asyncio.wait(set(in_flight))
     return outcome
-
-
-def apply_with_retries(
-    fn: Callable[[T], R], policy: RetryPolicy, batch: list[T]
-) -> list[ItemResult[R]]:
-    """Apply ``fn`` to each item of ``batch`` with retries; a worker-pool batch function.
-
-    Picklable when ``fn`` is (a module-level function), so
-    ``functools.partial(apply_with_retries, fn, policy)`` can be handed to
-    ``WorkerPool.arun_batch``. Waits between attempts block the worker process, so keep the
-    policy's delays short there.
-
-    :returns: one :class:`ItemResult` per item, aligned with ``batch``: route
-        ``r.failure`` to the dead letters where ``not r.ok``, use ``r.value`` elsewhere.
-    """
-    rng = random.Random()
-    return [call_with_retries(fn, item, policy, rng=rng) for item in batch]

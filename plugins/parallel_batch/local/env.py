@@ -16,6 +16,8 @@ This module never imports airflow: Airflow reads its configuration once, at impo
 environment must be computed before that; the metadata DB is prepared by running the ``airflow``
 CLI in subprocesses. Preparing is idempotent and quick when already done (a stamp file keyed by
 the Airflow version, the metadata URL and the schema revision skips ``airflow db migrate``).
+The server's three spellings are in :mod:`parallel_batch.local.conninfo`, what the databases
+hold is read by :mod:`parallel_batch.local.metadata_db`.
 """
 
 from __future__ import annotations
@@ -29,19 +31,36 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlsplit
 
-from parallel_batch.exceptions import ConfigurationError, DatabaseUnavailableError
+from parallel_batch.exceptions import ConfigurationError
+from parallel_batch.local import metadata_db
+from parallel_batch.local.conninfo import (
+    CONN_ENV,
+    CONN_ID,
+    METADATA_DATABASE,
+    connection_json,
+    conninfo_from_connection,
+    libpq_url,
+    metadata_url,
+)
 from parallel_batch.local.paths import project_root, state_dir
+
+__all__ = [
+    "CONN_ENV",
+    "CONN_ID",
+    "POOL_NAME",
+    "airflow_environment",
+    "airflow_home",
+    "connection_json",
+    "export_lines",
+    "prepare_airflow",
+    "run_airflow_cli",
+    "subprocess_env",
+]
 
 log = logging.getLogger(__name__)
 
-CONN_ID = "parallel_batch_default"
-CONN_ENV = "AIRFLOW_CONN_PARALLEL_BATCH_DEFAULT"
-METADATA_DATABASE = "airflow"
 POOL_NAME = "parallel_batch"
 DEFAULT_API_HOST = "127.0.0.1"  # all users are admins: never listen beyond this machine
 DEFAULT_API_PORT = 8080
@@ -52,112 +71,12 @@ SQL_ALCHEMY_CONN_ENV = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
 TASKS_PER_CORE = 4
 # Seconds one `airflow` CLI call may take (a first `db migrate` takes ~10 s on 2 cores).
 AIRFLOW_CLI_TIMEOUT = 600
-_STAMP_FILE = "prepared.json"
 _SECRETS_FILE = "secrets.json"
 
 
 def airflow_home() -> Path:
     """Return the project's ``AIRFLOW_HOME``: ``.parallel_batch/airflow``."""
     return state_dir() / "airflow"
-
-
-def _conninfo(database_url: str) -> dict[str, str]:
-    """Parse a libpq URL or ``key=value`` string into its parameters (psycopg's parser)."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        params = conninfo_to_dict(database_url)
-    except Exception as exc:  # psycopg.ProgrammingError for a malformed string
-        raise ConfigurationError(f"Invalid database URL: {exc}") from exc
-    return {key: str(value) for key, value in params.items() if value is not None}
-
-
-def metadata_url(database_url: str, database: str = METADATA_DATABASE) -> str:
-    """Return the SQLAlchemy URL (psycopg 3 driver) of ``database`` on ``database_url``'s server.
-
-    A Unix-socket host (a directory) goes into the query string, ``?host=/path``, the form
-    both SQLAlchemy and libpq read; a TCP host stays in the authority part.
-
-    :param database_url: any libpq URL or ``key=value`` string of the server.
-    :param database: the database name in the returned URL.
-    """
-    if not database:
-        raise ValueError("database must not be empty")
-    params = _conninfo(database_url)
-    params.pop("dbname", None)
-    user = quote(params.pop("user", ""), safe="")
-    password = params.pop("password", None)
-    host = params.pop("host", "")
-    port = params.pop("port", "")
-    if password is not None:
-        auth = f"{user}:{quote(password, safe='')}@"
-    else:
-        auth = f"{user}@" if user else ""
-    query: dict[str, str] = {}
-    if host.startswith("/") or "," in host:
-        query["host"] = host
-        netloc = auth
-        if port:
-            query["port"] = port
-    else:
-        netloc = f"{auth}{host}" + (f":{port}" if port else "")
-    query.update(params)
-    url = f"postgresql+psycopg://{netloc}/{quote(database, safe='')}"
-    if query:
-        # '/' stays readable; '%' and '$' never appear unescaped (Airflow expands $VARS)
-        url += "?" + "&".join(f"{k}={quote(v, safe='/')}" for k, v in sorted(query.items()))
-    return url
-
-
-def libpq_url(sqlalchemy_url: str) -> str:
-    """Return the libpq (psycopg) form of a ``postgresql+driver://`` SQLAlchemy URL."""
-    scheme, sep, rest = sqlalchemy_url.partition("://")
-    if not sep or not scheme.startswith("postgresql"):
-        raise ConfigurationError(
-            f"Not a PostgreSQL SQLAlchemy URL: {urlsplit(sqlalchemy_url).scheme or sqlalchemy_url!r}"
-        )
-    return f"postgresql://{rest}"
-
-
-def connection_json(database_url: str) -> str:
-    """Return the Airflow connection (JSON form) for ``AIRFLOW_CONN_PARALLEL_BATCH_DEFAULT``.
-
-    The JSON form keeps a Unix-socket directory as the plain ``host``, which the Postgres hook
-    passes to libpq unchanged; libpq parameters without a connection field go into ``extra``.
-
-    :param database_url: the libpq URL or ``key=value`` string of the data database.
-    """
-    params = _conninfo(database_url)
-    conn: dict[str, Any] = {"conn_type": "postgres"}
-    for field, key in (("host", "host"), ("login", "user"), ("password", "password")):
-        if key in params:
-            conn[field] = params.pop(key)
-    if "dbname" in params:
-        conn["schema"] = params.pop("dbname")
-    if "port" in params:
-        conn["port"] = int(params.pop("port"))
-    if params:
-        conn["extra"] = params
-    return json.dumps(conn, sort_keys=True)
-
-
-def conninfo_from_connection(value: str) -> str:
-    """Return a libpq ``key=value`` string from an ``AIRFLOW_CONN_*`` JSON value of ours."""
-    from psycopg.conninfo import make_conninfo
-
-    try:
-        conn = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"{CONN_ENV} is not the JSON form of a connection") from exc
-    params: dict[str, Any] = dict(conn.get("extra") or {})
-    for field, key in (("host", "host"), ("login", "user"), ("password", "password")):
-        if conn.get(field) is not None:
-            params[key] = conn[field]
-    if conn.get("schema"):
-        params["dbname"] = conn["schema"]
-    if conn.get("port"):
-        params["port"] = conn["port"]
-    return make_conninfo(**params)
 
 
 def _load_or_create_secrets(home: Path) -> dict[str, str]:
@@ -223,8 +142,9 @@ def airflow_environment(
     return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str((dags_folder or project_root() / "dags").resolve()),
-        # Our plugin loads through its entry point. Airflow imports every .py file of the plugins
-        # folder as a top-level module, so it must not be the package's source (plugins/).
+        # Our plugin loads through its entry point. The project's plugins/ would do too (its
+        # .airflowignore skips the package), but a folder of the home's own keeps it that way
+        # whatever else lands in plugins/.
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -289,106 +209,6 @@ def run_airflow_cli(
     return done.stdout
 
 
-def ensure_database(database_url: str) -> bool:
-    """Create the database that ``database_url`` names if it is missing; return True if created.
-
-    :param database_url: a libpq URL or ``key=value`` string; the server's ``postgres``
-        database is used to create it.
-    """
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import make_conninfo
-
-    name = _conninfo(database_url).get("dbname")
-    if not name:
-        raise ConfigurationError("The database URL names no database")
-    try:
-        with psycopg.connect(
-            make_conninfo(database_url, dbname="postgres"), autocommit=True, connect_timeout=10
-        ) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-                return False
-            try:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            except psycopg.errors.DuplicateDatabase:
-                return False  # created meanwhile by a concurrent prepare
-    except psycopg.OperationalError as exc:
-        raise DatabaseUnavailableError(f"Cannot reach the database server: {exc}") from exc
-    log.info("Created the database %s", name)
-    return True
-
-
-def _metadata_state(sqlalchemy_url: str, pool: str) -> tuple[str | None, int | None]:
-    """Return (alembic revision, slots of ``pool``) of the metadata DB; None where missing."""
-    import psycopg
-
-    with psycopg.connect(libpq_url(sqlalchemy_url), autocommit=True, connect_timeout=10) as conn:
-        tables = {
-            row[0]
-            for row in conn.execute(
-                "SELECT table_name FROM information_schema.tables"
-                " WHERE table_schema = current_schema()"
-                " AND table_name IN ('alembic_version', 'slot_pool')"
-            )
-        }
-        revision = slots = None
-        if "alembic_version" in tables:
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-            revision = row[0] if row else None
-        if "slot_pool" in tables:
-            found = conn.execute("SELECT slots FROM slot_pool WHERE pool = %s", (pool,)).fetchone()
-            slots = int(found[0]) if found else None
-    return revision, slots
-
-
-def _airflow_version() -> str:
-    return metadata.version("apache-airflow-core")
-
-
-def _migrate_if_needed(env: Mapping[str, str], home: Path) -> None:
-    url = env[SQL_ALCHEMY_CONN_ENV]
-    stamp_path = home / _STAMP_FILE
-    revision, _ = _metadata_state(url, POOL_NAME)
-    key = {"airflow_version": _airflow_version(), "sql_alchemy_conn": url}
-    try:
-        stamp = json.loads(stamp_path.read_text())
-    except (OSError, ValueError):
-        stamp = {}
-    if revision is not None and stamp == {**key, "revision": revision}:
-        log.debug("The Airflow metadata DB is at %s already", revision)
-        return
-    log.info("Migrating the Airflow metadata DB (airflow db migrate)")
-    run_airflow_cli(env, ["db", "migrate"])
-    revision, _ = _metadata_state(url, POOL_NAME)
-    home.mkdir(parents=True, exist_ok=True)
-    stamp_path.write_text(json.dumps({**key, "revision": revision}))
-
-
-def _ensure_pool(env: Mapping[str, str], slots: int) -> None:
-    _, existing = _metadata_state(env[SQL_ALCHEMY_CONN_ENV], POOL_NAME)
-    if existing is not None:  # keep what a user set in the UI
-        return
-    log.info("Creating the Airflow pool %s with %s slots", POOL_NAME, slots)
-    run_airflow_cli(
-        env,
-        ["pools", "set", POOL_NAME, str(slots), "parallel_batch chunk tasks: one slot per core"],
-    )
-
-
-def _ensure_data_schema(env: Mapping[str, str]) -> None:
-    """Create the data database if missing, and the ``parallel_batch`` schema in it."""
-    import psycopg
-
-    from parallel_batch.store.schema import ensure_schema
-
-    if CONN_ENV not in env:
-        return
-    conninfo = conninfo_from_connection(env[CONN_ENV])
-    ensure_database(conninfo)
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        ensure_schema(conn)
-
-
 def prepare_airflow(env: Mapping[str, str], *, pool_slots: int | None = None) -> None:
     """Make the environment ready to run DAGs; idempotent, and quick when already done.
 
@@ -407,8 +227,17 @@ def prepare_airflow(env: Mapping[str, str], *, pool_slots: int | None = None) ->
         if not env.get(name):
             raise ValueError(f"env must set {name}")
     home = Path(env["AIRFLOW_HOME"])
+    url = env[SQL_ALCHEMY_CONN_ENV]
     (home / "plugins").mkdir(parents=True, exist_ok=True)
-    ensure_database(libpq_url(env[SQL_ALCHEMY_CONN_ENV]))
-    _migrate_if_needed(env, home)
-    _ensure_pool(env, pool_slots or os.cpu_count() or 1)
-    _ensure_data_schema(env)
+    metadata_db.ensure_database(libpq_url(url))
+    if metadata_db.needs_migration(home, url):
+        log.info("Migrating the Airflow metadata DB (airflow db migrate)")
+        run_airflow_cli(env, ["db", "migrate"])
+        metadata_db.record_migration(home, url)
+    if metadata_db.metadata_state(url, POOL_NAME).pool_slots is None:  # keep a user's size
+        slots = pool_slots or os.cpu_count() or 1
+        log.info("Creating the Airflow pool %s with %s slots", POOL_NAME, slots)
+        description = "parallel_batch chunk tasks: one slot per core"
+        run_airflow_cli(env, ["pools", "set", POOL_NAME, str(slots), description])
+    if CONN_ENV in env:
+        metadata_db.ensure_data_schema(conninfo_from_connection(env[CONN_ENV]))

@@ -1,7 +1,7 @@
 """A real local Airflow: its services as supervised child processes, stopped without orphans.
 
-``make airflow`` (``parallel-batch airflow``) and the end-to-end tests run Airflow through
-:class:`LocalAirflow`::
+``make airflow`` (``parallel-batch airflow``, :mod:`parallel_batch.local.serve`) and the
+end-to-end tests run Airflow through :class:`LocalAirflow`::
 
     LocalAirflow(env)
       |-- airflow api-server     UI, REST API v2, task execution API  (logs/services/*.log)
@@ -35,10 +35,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import IO, Any
 
 import psutil
@@ -336,76 +336,3 @@ class LocalAirflow:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-class _Stop(Exception):
-    """Raised by the signal handler to leave the serve loop."""
-
-
-@contextlib.contextmanager
-def _signals_stop() -> Iterator[None]:
-    """Turn SIGINT, SIGTERM and SIGHUP into :class:`_Stop` while inside."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Stop(signal.Signals(signum).name)
-
-    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {sig: signal.signal(sig, handler) for sig in caught}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def serve(env: Mapping[str, str], *, out: IO[str] = sys.stdout) -> int:
-    """Run all services until Ctrl-C (or SIGTERM), then stop them; return an exit code.
-
-    :param env: the Airflow environment, already prepared
-        (:func:`parallel_batch.local.env.prepare_airflow`).
-    :param out: where the banner goes.
-    """
-    airflow = LocalAirflow(env, subreaper=True)
-    url = env.get("AIRFLOW__API__BASE_URL", airflow.url).rstrip("/")
-    code = 0
-    try:
-        with _signals_stop():
-            airflow.start()
-            print(f"Starting Airflow at {url} (logs in {airflow.log_dir}) ...", file=out)
-            out.flush()
-            airflow.wait_until_healthy()
-            print(_banner(env, url, airflow.log_dir), file=out)
-            out.flush()
-            while True:
-                airflow.check_alive()
-                time.sleep(POLL_INTERVAL)
-    except _Stop as why:
-        print(f"\nStopping Airflow ({why}) ...", file=out)
-    except AirflowServiceError as exc:
-        print(f"parallel-batch: error: {exc}", file=sys.stderr)
-        code = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan anything
-        try:
-            airflow.stop()
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-    print("Airflow stopped.", file=out)
-    return code
-
-
-def _banner(env: Mapping[str, str], url: str, log_dir: Path) -> str:
-    home = env["AIRFLOW_HOME"]
-    return "\n".join(
-        [
-            "",
-            f"Airflow is running: {url}",
-            "  Login:  none needed - simple auth manager with every user an admin",
-            f"          (local use only: the api-server listens on {env.get('AIRFLOW__API__HOST')})",
-            f"  DAGs:   {env.get('AIRFLOW__CORE__DAGS_FOLDER')} (paused until you unpause them)",
-            f"  Logs:   {home}/logs (services: {log_dir})",
-            '  CLI:    eval "$(parallel-batch env)"; airflow backfill create --dag-id ID '
-            "--from-date 2024-01-01 --to-date 2024-01-03",
-            "Press Ctrl-C to stop.",
-        ]
-    )

@@ -1,80 +1,87 @@
-"""What the progress view shows: display rows of jobs, chunks and dead letters, and their formats.
+"""What the progress views show: one display model for ``parallel-batch status`` and the web page.
 
-Pure functions of the checkpoint store's records (no database, no Airflow), behind the Airflow
-plugin's page and its JSON::
+Pure functions of the store's read model (no database, no Airflow); the terminal, the HTML pages
+and the JSON only render these rows, so they always agree::
 
     JobStatus              -> JobRow         state, chunks, rows done/total, %, rate, ETA,
                                              dead letters, the DAG run that created the job
-    ChunkState + db "now"  -> ChunkRow       + heartbeat age and a note when the chunk needs a
-                                             look: ``interrupted`` (its holder's session is
-                                             gone) or stalled (live holder, no heartbeat)
-    dead letter columns    -> DeadLetterRow  error type, message (cut), line or key; never the
-                                             payload
-    job_key, kind          -> ReplayHint     the DAG, conf and command that replay dead letters
+    ChunkState + db "now"  -> ChunkRow       + rate and ETA, heartbeat age, and a note when the
+                                             chunk needs a look: ``interrupted`` (its holder's
+                                             session is gone) or stalled (live holder, no
+                                             heartbeat)
 
-A chunk's state, rate and ETA are those of the terminal view (:mod:`parallel_batch.progress.terminal`), so
-the page and ``parallel-batch status`` always agree; a job's rate and ETA are the store's.
+A job's dead letters and how to replay them are in :mod:`parallel_batch.progress.deadletters`,
+how values read in :mod:`parallel_batch.progress.formats`.
+
+Rows done and their total agree (:func:`done_of`): a planned total is an estimate (a CSV
+chunk's lines, a table range's rows), so a completed job or chunk shows the rows it read as its
+total, and one still running never shows more done than its total, nor 100%.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
-import math
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from parallel_batch.engine.progress import format_duration
-
-# The terminal view's chunk state ("interrupted" when no live session holds a running chunk),
-# rate and ETA. status.py keeps it private for now; it is imported here rather than written twice.
-from parallel_batch.progress.terminal import chunk_line
 from parallel_batch.store.records import ChunkState, JobStatus
 
 __all__ = [
-    "MESSAGE_CHARS",
-    "REPLAY_DAG_ID",
+    "JOB_STATUSES",
     "STALLED_AFTER_SECONDS",
+    "UNFINISHED_PERCENT_MAX",
     "ChunkRow",
-    "DeadLetterRow",
+    "Figures",
     "JobRow",
-    "ReplayHint",
     "chunk_row",
-    "cut",
-    "dead_letter_row",
-    "format_age",
-    "format_count",
-    "format_eta",
-    "format_rate",
+    "done_of",
     "job_notes",
     "job_row",
-    "json_ready",
-    "replay_hint",
 ]
+
+# The states a job can be in, for filters.
+JOB_STATUSES = ("pending", "running", "completed", "failed")
 
 # A running chunk whose holder is alive but has not moved its heartbeat (one per committed
 # batch) for this long is flagged as stalled. Shorter: slow batches (a slow transform, a lock
 # wait) raise false alarms; longer: a hung task is noticed later.
 STALLED_AFTER_SECONDS = 300.0
 
-# A dead letter's message is cut to this many characters on the page (the table keeps it whole;
-# a traceback can be thousands). Longer: more context; shorter: a denser table.
-MESSAGE_CHARS = 300
-
-# The DAG that replays a job's dead letters, and the job kinds it replays.
-REPLAY_DAG_ID = "parallel_batch_replay"
-REPLAYABLE_KINDS = frozenset({"table"})
+# The most a job or chunk that is not completed shows, in percent: its bar is never full and the
+# views (which floor) say 99% at most before it is done.
+UNFINISHED_PERCENT_MAX = 99.9
 
 
-@dataclass(frozen=True)
-class JobRow:
-    """One job as the view shows it.
+@dataclass(frozen=True, kw_only=True)
+class Figures:
+    """The row counts a job row and a chunk row both show, copied by name from the store's
+    record (:class:`JobStatus`, :class:`ChunkState`).
 
-    :param rows_done: rows read so far (each is now in the target or a dead letter).
-    :param percent: rows done as a percentage of rows planned (100 when completed).
+    A count the store adds (say ``rows_filtered``) reaches the JSON by adding its field here;
+    the page and the terminal show it once they render it.
+
+    :param rows_written: rows in the target.
+    :param rows_failed: rows read that became dead letters.
+    """
+
+    rows_written: int
+    rows_failed: int
+
+
+def _figures(record: JobStatus | ChunkState) -> dict[str, Any]:
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(Figures)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRow(Figures):
+    """One job as the views show it.
+
+    :param rows_done: rows read so far (each is now in the target, a dead letter or filtered).
+    :param rows_total: rows planned (an estimate), or rows read once the job completed.
+    :param percent: rows done as a percentage of ``rows_total`` (see :func:`done_of`).
     :param rows_per_second: rows done per second since the job started; None before.
     :param eta_seconds: seconds left at that rate; None when unknown.
     :param dead_letters: pending (not yet replayed) dead letters.
@@ -94,8 +101,6 @@ class JobRow:
     chunks_failed: int
     rows_total: int
     rows_done: int
-    rows_written: int
-    rows_failed: int
     percent: float
     rows_per_second: float | None
     eta_seconds: float | None
@@ -109,15 +114,17 @@ class JobRow:
     run_id: str | None
 
 
-@dataclass(frozen=True)
-class ChunkRow:
-    """One chunk as the view shows it.
+@dataclass(frozen=True, kw_only=True)
+class ChunkRow(Figures):
+    """One chunk as the views show it.
 
     :param status: ``pending``, ``running``, ``completed``, ``failed``, or ``interrupted``
         (running, but no live session holds it: its next attempt resumes it).
     :param stalled: running with a live holder whose heartbeat is older than
         :data:`STALLED_AFTER_SECONDS`.
     :param attention: why the chunk needs a look, in words; None when it does not.
+    :param rows_total: rows planned (None: unknown), or rows read once the chunk completed.
+    :param rows_per_second: rows done per second of the current attempt (the last, when done).
     :param alive: a live database session holds the chunk's lock right now.
     :param heartbeat_age_seconds: seconds since the holder's last heartbeat (database clock).
     :param last_key: the checkpoint: the last key committed (a resumed attempt reads after it).
@@ -130,8 +137,6 @@ class ChunkRow:
     attention: str | None
     rows_total: int | None
     rows_done: int
-    rows_written: int
-    rows_failed: int
     percent: float
     rows_per_second: float | None
     eta_seconds: float | None
@@ -147,48 +152,30 @@ class ChunkRow:
     error: str | None
 
 
-@dataclass(frozen=True)
-class DeadLetterRow:
-    """One dead letter as the view shows it: what failed and why, never the item itself.
+@overload
+def done_of(status: str, done: int, planned: int) -> tuple[int, float]: ...
+@overload
+def done_of(status: str, done: int, planned: int | None) -> tuple[int | None, float]: ...
 
-    :param line_number: the 1-based line of a file record; None for a table row.
-    :param item_key: the row's key as text, or ``"line:N"`` for a file record.
-    :param message: the error message, cut to :data:`MESSAGE_CHARS`.
+
+def done_of(status: str, done: int, planned: int | None) -> tuple[int | None, float]:
+    """Return the total to show next to ``done`` rows, and the percent done.
+
+    :param status: the job's or chunk's state (``completed`` or not).
+    :param done: rows read so far.
+    :param planned: rows planned (an estimate); None when unknown.
+    :returns: ``(done, 100)`` once completed (the count is known: what was read); else the
+        planned total raised to ``done`` when the estimate was short, and a percent below 100
+        unless nothing is left (``0 of 0``); ``(None, 0)`` for an unknown total.
     """
-
-    id: int
-    chunk_id: str
-    item_key: str
-    line_number: int | None
-    error_type: str
-    message: str
-    attempts: int
-    last_failed_at: dt.datetime
-
-    @property
-    def where(self) -> str:
-        """``line 12`` for a file record, ``key 42`` for a table row."""
-        if self.line_number is not None:
-            return f"line {self.line_number:,}"
-        return f"key {self.item_key}"
-
-
-@dataclass(frozen=True)
-class ReplayHint:
-    """How to replay a job's dead letters once their cause is fixed.
-
-    :param available: the replay DAG handles this kind of job.
-    :param dag_id: the DAG to trigger.
-    :param conf: its run conf.
-    :param command: the same trigger on the command line.
-    :param note: one sentence for people.
-    """
-
-    available: bool
-    dag_id: str
-    conf: dict[str, Any]
-    command: str
-    note: str
+    if status == "completed":
+        return done, 100.0
+    if planned is None:
+        return None, 0.0
+    total = max(planned, done)
+    if total == 0:
+        return 0, 100.0
+    return total, min(100.0 * done / total, UNFINISHED_PERCENT_MAX)
 
 
 def job_row(status: JobStatus) -> JobRow:
@@ -196,7 +183,9 @@ def job_row(status: JobStatus) -> JobRow:
     job = status.job
     params = job.params if isinstance(job.params, Mapping) else {}
     dag_id, run_id = params.get("dag_id"), params.get("run_id")
+    total, percent = done_of(job.status, status.rows_read, status.rows_total)
     return JobRow(
+        **_figures(status),
         job_key=job.job_key,
         status=job.status,
         kind=job.kind,
@@ -207,11 +196,9 @@ def job_row(status: JobStatus) -> JobRow:
         chunks_running=status.chunks_running,
         chunks_completed=status.chunks_completed,
         chunks_failed=status.chunks_failed,
-        rows_total=status.rows_total,
+        rows_total=total,
         rows_done=status.rows_read,
-        rows_written=status.rows_written,
-        rows_failed=status.rows_failed,
-        percent=status.percent,
+        percent=percent,
         rows_per_second=status.rate_per_second,
         eta_seconds=status.eta_seconds,
         elapsed_seconds=status.elapsed_seconds,
@@ -248,24 +235,35 @@ def chunk_row(chunk: ChunkState, now: dt.datetime) -> ChunkRow:
     :param chunk: the chunk as the store read it.
     :param now: the database's time of the read (heartbeats are stamped by the database).
     """
-    line = chunk_line(chunk, now)
+    status: str = chunk.status
+    if status == "running" and not chunk.alive:
+        status = "interrupted"  # its holder is gone; the next attempt resumes it
+    total, percent = done_of(status, chunk.rows_read, chunk.rows_total)
+    rate: float | None = None
+    if chunk.started_at is not None and chunk.rows_read:
+        seconds = ((chunk.finished_at or now) - chunk.started_at).total_seconds()
+        rate = chunk.rows_read / seconds if seconds > 0 else None
+    eta: float | None = None
+    if status == "completed":
+        eta = 0.0
+    elif status == "running" and rate and total and total > chunk.rows_read:
+        eta = (total - chunk.rows_read) / rate
     age: float | None = None
     if chunk.heartbeat_at is not None:
         age = max(0.0, (now - chunk.heartbeat_at).total_seconds())
-    stalled = line.status == "running" and age is not None and age > STALLED_AFTER_SECONDS
+    stalled = status == "running" and age is not None and age > STALLED_AFTER_SECONDS
     return ChunkRow(
+        **_figures(chunk),
         chunk_id=chunk.chunk_id,
         position=chunk.position,
-        status=line.status,
+        status=status,
         stalled=stalled,
-        attention=_attention(line.status, stalled, chunk, age),
-        rows_total=chunk.rows_total,
+        attention=_attention(status, stalled, chunk, age),
+        rows_total=total,
         rows_done=chunk.rows_read,
-        rows_written=chunk.rows_written,
-        rows_failed=chunk.rows_failed,
-        percent=100.0 * line.fraction,
-        rows_per_second=line.rows_per_second,
-        eta_seconds=line.eta_seconds,
+        percent=percent,
+        rows_per_second=rate,
+        eta_seconds=eta,
         attempts=chunk.attempts,
         dead_letters=chunk.dead_letters,
         holder=chunk.holder,
@@ -300,93 +298,3 @@ def job_notes(chunks: Sequence[ChunkRow]) -> list[str]:
             f"batch for over {format_duration(STALLED_AFTER_SECONDS)}. Look at the task's log."
         )
     return notes
-
-
-def cut(text: str, chars: int = MESSAGE_CHARS) -> str:
-    """Return ``text`` on one line, cut to ``chars`` characters with an ellipsis."""
-    if chars < 4:
-        raise ValueError("chars must be at least 4")
-    line = " ".join(text.split())
-    return line if len(line) <= chars else line[: chars - 1] + "…"
-
-
-def dead_letter_row(row: Mapping[str, Any]) -> DeadLetterRow:
-    """Return the display row of a dead letter from its table columns (a payload is ignored)."""
-    return DeadLetterRow(
-        id=int(row["id"]),
-        chunk_id=str(row["chunk_id"]),
-        item_key=str(row["item_key"]),
-        line_number=row["line_number"],
-        error_type=str(row["error_type"]),
-        message=cut(str(row["message"])),
-        attempts=int(row["attempts"]),
-        last_failed_at=row["last_failed_at"],
-    )
-
-
-def replay_hint(job_key: str, kind: str) -> ReplayHint:
-    """Return how to replay the dead letters of the job ``job_key`` of kind ``kind``."""
-    if not job_key:
-        raise ValueError("job_key must not be empty")
-    conf = {"job_key": job_key}
-    command = f"airflow dags trigger {REPLAY_DAG_ID} -c {shlex.quote(json.dumps(conf))}"
-    if kind in REPLAYABLE_KINDS:
-        note = (
-            f"Fix the cause, then trigger {REPLAY_DAG_ID} with this job_key: each pending dead "
-            "letter goes through the job's transform again; the ones that succeed are written "
-            "to the target and marked replayed."
-        )
-        return ReplayHint(True, REPLAY_DAG_ID, conf, command, note)
-    note = (
-        f"{REPLAY_DAG_ID} replays table jobs; the dead letters of this {kind} job give each "
-        "failed record's line: fix those records and load the file again."
-    )
-    return ReplayHint(False, REPLAY_DAG_ID, conf, command, note)
-
-
-# ---- formats ------------------------------------------------------------------------------------
-
-
-def format_count(value: int | None) -> str:
-    """``1,234``; ``?`` when unknown."""
-    return "?" if value is None else f"{value:,}"
-
-
-def format_rate(rows_per_second: float | None) -> str:
-    """``12,345 rows/s``; ``-`` when unknown."""
-    if rows_per_second is None or not math.isfinite(rows_per_second):
-        return "-"
-    return f"{rows_per_second:,.0f} rows/s"
-
-
-def format_eta(seconds: float | None) -> str:
-    """``3m05s``; ``done`` at 0; ``-`` when unknown."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "-"
-    return "done" if seconds == 0 else format_duration(seconds)
-
-
-def format_age(seconds: float | None) -> str:
-    """``12s ago``; ``-`` when unknown."""
-    if seconds is None or not math.isfinite(seconds):
-        return "-"
-    return f"{format_duration(max(0.0, seconds))} ago"
-
-
-def json_ready(value: Any) -> Any:
-    """Return ``value`` (rows, lists, dicts) as JSON-able data: dataclasses become dicts with
-    their properties, datetimes ISO-8601 text, non-finite floats None."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        data = {f.name: json_ready(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, DeadLetterRow):
-            data["where"] = value.where
-        return data
-    if isinstance(value, Mapping):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(v) for v in value]
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

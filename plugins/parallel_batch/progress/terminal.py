@@ -1,12 +1,14 @@
 """``parallel-batch status [JOB_KEY]``: jobs and their chunks, from the checkpoint tables.
 
-::
+It renders the display rows of :mod:`parallel_batch.progress.model`, as the web page does::
 
-    CheckpointStore.list_jobs()      -> one line per job: state, chunks done, rows done/total
-    CheckpointStore.job_status(key)     (a progress bar), rate, ETA, dead letters
-    CheckpointStore.chunk_rows(key)  -> one line per chunk: state (``interrupted`` when running
-                                        without a live holder), rows done/total, rate, ETA,
-                                        attempts, dead letters, holder, last error
+    CheckpointStore.list_jobs()       -> JobRow    one line per job: state, chunks done, rows
+    CheckpointStore.job_status(key)                done/total (a progress bar), rate, ETA, dead
+                                                   letters
+    CheckpointStore.chunk_rows(key)   -> ChunkRow  one line per chunk: state (``interrupted``
+                                                   when running without a live holder), rows
+                                                   done/total, rate, ETA, attempts, dead
+                                                   letters, holder, last error
 
 In a terminal the tables are drawn with rich (colours, progress bars); otherwise (a pipe, a file,
 a log) they are plain text with ``[#####.....]`` bars, so that the output stays greppable. The
@@ -15,7 +17,6 @@ view reads only: it never takes a lease or a lock.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import sys
 from collections.abc import Sequence
@@ -23,9 +24,11 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from parallel_batch.engine.progress import format_duration
-from parallel_batch.store.checkpoints import CheckpointStore, ChunkState, JobStatus
+from parallel_batch.progress.formats import format_count, format_percent
+from parallel_batch.progress.model import ChunkRow, JobRow, chunk_row, job_row
+from parallel_batch.store.checkpoints import CheckpointStore
 
-__all__ = ["ChunkLine", "JobLine", "StatusReport", "collect", "format_plain", "show"]
+__all__ = ["StatusReport", "collect", "format_plain", "plain_bar", "show"]
 
 # Characters of a plain-text progress bar. Longer: finer steps; shorter: narrower lines.
 BAR_WIDTH = 20
@@ -36,106 +39,11 @@ DEFAULT_LIMIT = 20
 
 
 @dataclass(frozen=True)
-class JobLine:
-    """One job as the view shows it."""
-
-    job_key: str
-    status: str
-    kind: str
-    source: str | None
-    target: str | None
-    chunks_completed: int
-    chunks_total: int
-    rows_done: int
-    rows_total: int
-    rows_per_second: float | None
-    eta_seconds: float | None
-    dead_letters: int
-    error: str | None
-
-    @property
-    def fraction(self) -> float:
-        """Rows done as a fraction of rows planned (1 for a completed or empty job)."""
-        if self.status == "completed" or self.rows_total <= 0:
-            return 1.0
-        return min(1.0, self.rows_done / self.rows_total)
-
-
-@dataclass(frozen=True)
-class ChunkLine:
-    """One chunk as the view shows it."""
-
-    chunk_id: str
-    status: str
-    rows_done: int
-    rows_total: int | None
-    rows_per_second: float | None
-    eta_seconds: float | None
-    attempts: int
-    dead_letters: int
-    holder: str | None
-    error: str | None
-
-    @property
-    def fraction(self) -> float:
-        """Rows done as a fraction of the chunk's planned rows."""
-        if self.status == "completed" or not self.rows_total:
-            return 1.0 if self.status == "completed" or self.rows_total == 0 else 0.0
-        return min(1.0, self.rows_done / self.rows_total)
-
-
-@dataclass(frozen=True)
 class StatusReport:
     """What the view shows: jobs, and the chunks of one job when a job_key was given."""
 
-    jobs: list[JobLine]
-    chunks: list[ChunkLine] | None
-
-
-def job_line(status: JobStatus) -> JobLine:
-    job = status.job
-    return JobLine(
-        job_key=job.job_key,
-        status=job.status,
-        kind=job.kind,
-        source=job.source,
-        target=job.target,
-        chunks_completed=status.chunks_completed,
-        chunks_total=status.chunks_total,
-        rows_done=status.rows_read,
-        rows_total=status.rows_total,
-        rows_per_second=status.rate_per_second,
-        eta_seconds=status.eta_seconds,
-        dead_letters=status.dead_letters,
-        error=job.error,
-    )
-
-
-def chunk_line(chunk: ChunkState, now: dt.datetime) -> ChunkLine:
-    status: str = chunk.status
-    if status == "running" and not chunk.alive:
-        status = "interrupted"  # its holder is gone; the next attempt resumes it
-    rate: float | None = None
-    if chunk.started_at is not None and chunk.rows_read:
-        seconds = ((chunk.finished_at or now) - chunk.started_at).total_seconds()
-        rate = chunk.rows_read / seconds if seconds > 0 else None
-    eta: float | None = None
-    if status == "completed":
-        eta = 0.0
-    elif status == "running" and rate and chunk.rows_total:
-        eta = max(chunk.rows_total - chunk.rows_read, 0) / rate
-    return ChunkLine(
-        chunk_id=chunk.chunk_id,
-        status=status,
-        rows_done=chunk.rows_read,
-        rows_total=chunk.rows_total,
-        rows_per_second=rate,
-        eta_seconds=eta,
-        attempts=chunk.attempts,
-        dead_letters=chunk.dead_letters,
-        holder=chunk.holder,
-        error=chunk.error,
-    )
+    jobs: list[JobRow]
+    chunks: list[ChunkRow] | None
 
 
 def collect(
@@ -149,20 +57,17 @@ def collect(
     :returns: the report; None when ``job_key`` names no job.
     """
     if job_key is None:
-        return StatusReport([job_line(s) for s in store.list_jobs(limit=limit)], None)
+        return StatusReport([job_row(s) for s in store.list_jobs(limit=limit)], None)
     status = store.job_status(job_key)
     if status is None:
         return None
-    now = dt.datetime.now(dt.UTC)
-    chunks = [chunk_line(c, now) for c in store.chunk_rows(job_key)]
-    return StatusReport([job_line(status)], chunks)
+    row = store.conn.execute("SELECT now()").fetchone()  # the clock of the chunks' timestamps
+    assert row is not None
+    chunks = [chunk_row(c, row[0]) for c in store.chunk_rows(job_key)]
+    return StatusReport([job_row(status)], chunks)
 
 
 # ---- formatting ---------------------------------------------------------------------------------
-
-
-def _count(value: int | None) -> str:
-    return "?" if value is None else f"{value:,}"
 
 
 def _rate(value: float | None) -> str:
@@ -180,18 +85,18 @@ def _cut(text: str | None, width: int = ERROR_CHARS) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
-def plain_bar(fraction: float, width: int = BAR_WIDTH) -> str:
-    """Return ``[#####.....]  50%``: a progress bar in plain text."""
-    filled = round(max(0.0, min(1.0, fraction)) * width)
-    return f"[{'#' * filled}{'.' * (width - filled)}] {100 * fraction:3.0f}%"
+def plain_bar(percent: float, width: int = BAR_WIDTH) -> str:
+    """Return ``[#####.....]  50%``: a progress bar in plain text (full only at 100%)."""
+    filled = math.floor(max(0.0, min(100.0, percent)) * width / 100)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {format_percent(percent):>4}"
 
 
-def _job_cells(job: JobLine) -> list[str]:
+def _job_cells(job: JobRow) -> list[str]:
     return [
         job.job_key,
         job.status,
         f"{job.chunks_completed}/{job.chunks_total}",
-        plain_bar(job.fraction),
+        plain_bar(job.percent),
         f"{job.rows_done:,}/{job.rows_total:,}",
         _rate(job.rows_per_second),
         _eta(job.eta_seconds),
@@ -224,12 +129,12 @@ _CHUNK_HEADERS = [
 ]
 
 
-def _chunk_cells(chunk: ChunkLine) -> list[str]:
+def _chunk_cells(chunk: ChunkRow) -> list[str]:
     return [
         chunk.chunk_id,
         chunk.status,
-        plain_bar(chunk.fraction),
-        f"{chunk.rows_done:,}/{_count(chunk.rows_total)}",
+        plain_bar(chunk.percent),
+        f"{chunk.rows_done:,}/{format_count(chunk.rows_total)}",
         _rate(chunk.rows_per_second),
         _eta(chunk.eta_seconds),
         str(chunk.attempts),
@@ -280,10 +185,11 @@ def _rich(report: StatusReport) -> list[Any]:
     def state(value: str) -> Text:
         return Text(value, style=_STYLES.get(value, ""))
 
-    def bar(fraction: float) -> Table:
+    def bar(percent: float) -> Table:
         grid = Table.grid(padding=(0, 1))
         grid.add_row(
-            ProgressBar(total=1.0, completed=fraction, width=BAR_WIDTH), f"{100 * fraction:3.0f}%"
+            ProgressBar(total=100.0, completed=percent, width=BAR_WIDTH),
+            f"{format_percent(percent):>4}",
         )
         return grid
 
@@ -298,7 +204,7 @@ def _rich(report: StatusReport) -> list[Any]:
             cells[0],
             state(job.status),
             cells[2],
-            bar(job.fraction),
+            bar(job.percent),
             *cells[4:7],
             Text(cells[7], style="red" if job.dead_letters else ""),
             cells[8],
@@ -315,7 +221,7 @@ def _rich(report: StatusReport) -> list[Any]:
             chunks.add_row(
                 cells[0],
                 state(chunk.status),
-                bar(chunk.fraction),
+                bar(chunk.percent),
                 *cells[3:7],
                 Text(cells[7], style="red" if chunk.dead_letters else ""),
                 Text(cells[8], style="red" if chunk.error else "dim"),

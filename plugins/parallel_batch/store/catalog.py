@@ -149,3 +149,66 @@ def column_types(conn: psycopg.Connection, table: str, columns: Sequence[str]) -
             f"{'do' if len(missing) > 1 else 'does'} not exist in table {table!r}"
         )
     return [found[c] for c in columns]
+
+
+class TableColumn(NamedTuple):
+    """A column as a target or a typed reader needs it.
+
+    :param name: the column.
+    :param oid: its type's oid (of the base type for a domain).
+    :param type_name: its type without modifiers (``numeric``).
+    :param full_type: its type with modifiers (``numeric(12,2)``, ``character varying(20)``).
+    :param not_null: NOT NULL.
+    :param has_default: a DEFAULT (or an identity BY DEFAULT).
+    :param generated: GENERATED ALWAYS (an identity or a stored expression): never written.
+    """
+
+    name: str
+    oid: int
+    type_name: str
+    full_type: str
+    not_null: bool
+    has_default: bool
+    generated: bool
+
+
+_TABLE_COLUMNS_SQL = """
+SELECT a.attname,
+       CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
+       format_type(a.atttypid, NULL), format_type(a.atttypid, a.atttypmod),
+       a.attnotnull, a.atthasdef OR a.attidentity = 'd',
+       a.attidentity = 'a' OR a.attgenerated <> ''
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+# The columns of each valid, non-partial unique index (the primary key first).
+_UNIQUE_KEYS_SQL = """
+SELECT array_agg(a.attname ORDER BY k.ord)
+FROM pg_index i
+CROSS JOIN LATERAL unnest(i.indkey[:i.indnkeyatts - 1]) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE i.indrelid = %s AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+  AND i.indexprs IS NULL
+GROUP BY i.indexrelid, i.indisprimary
+ORDER BY i.indisprimary DESC, i.indexrelid
+"""
+
+
+def table_columns(conn: psycopg.Connection, table: str) -> list[TableColumn]:
+    """Return every column of ``table`` in table order.
+
+    :raises ConfigurationError: when the table does not exist.
+    """
+    oid = table_oid(conn, table)
+    return [TableColumn(*row) for row in conn.execute(_TABLE_COLUMNS_SQL, (oid,))]
+
+
+def unique_keys(conn: psycopg.Connection, table: str) -> list[tuple[str, ...]]:
+    """Return the column lists of ``table``'s unique keys, its primary key first.
+
+    :raises ConfigurationError: when the table does not exist.
+    """
+    oid = table_oid(conn, table)
+    return [tuple(row[0]) for row in conn.execute(_UNIQUE_KEYS_SQL, (oid,))]

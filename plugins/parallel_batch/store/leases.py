@@ -23,8 +23,10 @@ import time
 from typing import NamedTuple
 
 import psycopg
+from psycopg.rows import dict_row
 
-from parallel_batch.exceptions import ChunkBusyError
+from parallel_batch.exceptions import ChunkBusyError, ConfigurationError, LeaseLostError
+from parallel_batch.store.records import Lease
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,34 @@ HOLDER_FILTER_SQL = """
     AND l.classid = ((k.key >> 32) & 4294967295)::oid
     AND l.objid = (k.key & 4294967295)::oid
 """
+
+
+# Server-side TCP keepalives of the store's session. A killed holder's session ends at once
+# (its socket is closed by the kernel), but when its machine vanishes (power loss, a network
+# partition) the server notices only through keepalives: after IDLE + INTERVAL * COUNT seconds
+# (90 s) instead of the OS default of about two hours, and then the chunk's lock is free.
+# Shorter: a faster takeover; too short: a slow network drops live holders. (No-ops on a Unix
+# socket, where the kernel always knows.)
+TCP_KEEPALIVES = {
+    "tcp_keepalives_idle": 60,
+    "tcp_keepalives_interval": 10,
+    "tcp_keepalives_count": 3,
+}
+
+
+def connect_session(conninfo: str, *, application_name: str) -> psycopg.Connection:
+    """Open the autocommit session that holds chunk locks, with the keepalives above."""
+    conn = psycopg.connect(conninfo, autocommit=True, application_name=application_name)
+    try:
+        conn.execute(
+            "SELECT set_config(name, value, false) FROM unnest(%s::text[], %s::text[])"
+            " AS s(name, value)",
+            (list(TCP_KEEPALIVES), [str(v) for v in TCP_KEEPALIVES.values()]),
+        )
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 class LockHolder(NamedTuple):
@@ -199,3 +229,104 @@ def wait_for_chunk_lock(
         if _lock_within(conn, name, min(left, WAIT_SLICE_SECONDS)):
             log.info("Chunk %s of job %s was released by its holder; taking it", chunk_id, job_key)
             return
+
+
+def take_lease(conn: psycopg.Connection, job_key: str, chunk_id: str, holder: str) -> Lease:
+    """Give the chunk row a new lease token (any older holder can no longer commit), status
+    running, one more attempt; return the lease (``completed`` when the chunk is done already).
+
+    Call it holding the chunk's lock (:func:`wait_for_chunk_lock`).
+
+    :raises ConfigurationError: the chunk is not in the job's plan.
+    """
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            """
+            SELECT status, range, last_key, needs_reset, rows_total, rows_read,
+                   rows_written, rows_failed, rows_filtered, rows_fanout, attempts,
+                   lease_token
+            FROM parallel_batch.chunks WHERE job_key = %s AND chunk_id = %s FOR UPDATE
+            """,
+            (job_key, chunk_id),
+        ).fetchone()
+        if row is None:
+            raise ConfigurationError(
+                f"chunk {chunk_id} is not in the plan of job {job_key} (was the job planned, "
+                f"or refreshed with a new plan since?)"
+            )
+        if row["status"] != "completed":
+            taken = cur.execute(
+                """
+                UPDATE parallel_batch.chunks SET
+                    lease_token = nextval('parallel_batch.lease_token_seq'),
+                    status = 'running', attempts = attempts + 1, holder = %s,
+                    heartbeat_at = now(), started_at = coalesce(started_at, now()),
+                    finished_at = NULL, error = NULL
+                WHERE job_key = %s AND chunk_id = %s
+                RETURNING lease_token, attempts
+                """,
+                (holder, job_key, chunk_id),
+            ).fetchone()
+            assert taken is not None  # the row is locked FOR UPDATE above
+            row.update(taken)
+    return Lease(
+        job_key=job_key,
+        chunk_id=chunk_id,
+        token=row["lease_token"],
+        holder=holder,
+        range=row["range"],
+        completed=row["status"] == "completed",
+        needs_reset=row["needs_reset"],
+        last_key=row["last_key"],
+        resumed_from=row["last_key"],
+        rows_total=row["rows_total"],
+        rows_read=row["rows_read"],
+        rows_written=row["rows_written"],
+        rows_failed=row["rows_failed"],
+        rows_filtered=row["rows_filtered"],
+        rows_fanout=row["rows_fanout"],
+        attempts=row["attempts"],
+    )
+
+
+def lease_lost(conn: psycopg.Connection, lease: Lease) -> LeaseLostError:
+    """Return the error for a lease that was taken over, saying by whom."""
+    try:
+        row = conn.execute(
+            "SELECT lease_token, holder FROM parallel_batch.chunks"
+            " WHERE job_key = %s AND chunk_id = %s",
+            (lease.job_key, lease.chunk_id),
+        ).fetchone()
+    except psycopg.Error:
+        row = None
+    if row is None:
+        detail = "it is no longer in the job's plan (the job was refreshed)"
+    else:
+        detail = f"token {row[0]}, held by {row[1] or 'unknown'}"
+    return LeaseLostError(
+        f"lease lost: chunk {lease.chunk_id} of job {lease.job_key} was taken over by another "
+        f"attempt ({detail}); this attempt (token {lease.token}) wrote nothing"
+    )
+
+
+def log_start(lease: Lease) -> None:
+    """Log that an attempt starts or resumes its chunk."""
+    if lease.resumed_from is not None or lease.rows_read:
+        log.info(
+            "Resuming chunk %s of job %s after %s (%d rows done; attempt %d, token %d)",
+            lease.chunk_id,
+            lease.job_key,
+            lease.resumed_from,
+            lease.rows_read,
+            lease.attempts,
+            lease.token,
+        )
+    else:
+        log.info(
+            "Starting chunk %s of job %s (attempt %d, token %d%s)",
+            lease.chunk_id,
+            lease.job_key,
+            lease.attempts,
+            lease.token,
+            ", replacing its earlier output" if lease.needs_reset else "",
+        )

@@ -19,6 +19,9 @@ class Job:
     :param plan: the chunk plan stored when the job was created (each entry has a ``chunk_id``);
         it is reused by every later run of the same job_key, never planned again.
     :param params: the run parameters stored with the job (for display and for the replay).
+    :param rows_filtered: source rows the transform dropped (counted, not failures).
+    :param rows_fanout: output rows beyond one per source row (a transform fanning out), so that
+        ``rows_read == rows_written - rows_fanout + rows_filtered + rows_failed``.
     """
 
     job_key: str
@@ -32,6 +35,8 @@ class Job:
     rows_read: int
     rows_written: int
     rows_failed: int
+    rows_filtered: int
+    rows_fanout: int
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
@@ -75,6 +80,8 @@ class Lease:
     rows_read: int
     rows_written: int
     rows_failed: int
+    rows_filtered: int
+    rows_fanout: int
     attempts: int
     batches_committed: int = field(default=0)
 
@@ -98,6 +105,8 @@ class ChunkState:
     rows_read: int
     rows_written: int
     rows_failed: int
+    rows_filtered: int
+    rows_fanout: int
     attempts: int
     lease_token: int
     holder: str | None
@@ -133,6 +142,8 @@ class JobStatus:
     rows_read: int
     rows_written: int
     rows_failed: int
+    rows_filtered: int
+    rows_fanout: int
     dead_letters: int
     elapsed_seconds: float | None
     rate_per_second: float | None

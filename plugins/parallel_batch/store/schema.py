@@ -1,4 +1,4 @@
-"""The ``parallel_batch`` schema: jobs, chunks and dead letters, created and migrated in place.
+"""The ``parallel_batch`` schema: jobs, chunks, dead letters and key claims, created and migrated.
 
 ``ensure_schema(conn)`` is idempotent and safe when many processes call it at once (every mapped
 task does): it takes a transaction-level advisory lock, reads the version recorded in
@@ -114,6 +114,37 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX dead_letters_pending_idx ON parallel_batch.dead_letters (job_key, id)"
             " WHERE replayed_at IS NULL",
             "CREATE INDEX dead_letters_chunk_idx ON parallel_batch.dead_letters (job_key, chunk_id)",
+        ),
+    ),
+    Migration(
+        2,
+        "filtered and fan-out counters; key claims (first occurrence wins) as a versioned table",
+        (
+            # rows read = written - fanout + filtered + failed: a transform may drop a row
+            # (filtered, not a failure) or turn one row into several (fan-out).
+            *(
+                f"ALTER TABLE parallel_batch.{table} ADD COLUMN {column} bigint NOT NULL DEFAULT 0"
+                for table in ("jobs", "chunks")
+                for column in ("rows_filtered", "rows_fanout")
+            ),
+            # Version 1 created the claims table outside the migrations (as file_keys) when a CSV
+            # job first ran: keep its claims (a job may be half way), under its versioned name.
+            "ALTER TABLE IF EXISTS parallel_batch.file_keys RENAME TO key_claims",
+            # No foreign key to jobs: it would cost a lookup and a row lock on the job per
+            # inserted claim (thousands per batch); a job's claims are deleted explicitly.
+            # COLLATE "C": byte-wise comparisons in the primary key (only equality matters).
+            """
+            CREATE TABLE IF NOT EXISTS parallel_batch.key_claims (
+                job_key     text COLLATE "C" NOT NULL,
+                item_key    text COLLATE "C" NOT NULL,
+                line_number bigint NOT NULL,
+                chunk_id    text NOT NULL,
+                PRIMARY KEY (job_key, item_key)
+            )
+            """,
+            # How many output rows the claiming record produced: moved from written to failed
+            # (with the fan-out) if a record earlier in the file takes the key over.
+            "ALTER TABLE parallel_batch.key_claims ADD COLUMN outputs integer NOT NULL DEFAULT 1",
         ),
     ),
 )

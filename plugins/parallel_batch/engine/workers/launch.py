@@ -1,7 +1,7 @@
 """How worker processes are started: the ``exec`` start method, or one of multiprocessing's.
 
 ``exec`` (the default) starts each worker as a fresh interpreter (fork + exec through
-``subprocess``, safe in a threaded parent) that imports only :mod:`pool_worker`, then ``fn``'s
+``subprocess``, safe in a threaded parent) that imports only :mod:`.worker`, then ``fn``'s
 module on its first task. multiprocessing's ``spawn`` and ``forkserver`` also re-run the
 parent's ``__main__`` in every worker (on Python 3.11 the fork server never preloads it), and an
 Airflow task's ``__main__`` is the ``airflow`` entry script: each worker, and each replacement
@@ -60,7 +60,7 @@ class Launched(Protocol):
 
 
 def launch(start_method: str, child_fd: int) -> Launched:
-    """Start a worker process that runs :func:`pool_worker.worker_main` on ``child_fd``.
+    """Start a worker process that runs :func:`.worker.worker_main` on ``child_fd``.
 
     The caller keeps ownership of ``child_fd`` and closes it once this returns.
     """

@@ -4,7 +4,7 @@ A task's fate is one of four outcomes, told apart by what becomes ready first on
 private pipe and its process sentinel::
 
     run(payload) --send--> wait([pipe, sentinel], timeout)
-        pipe has a reply          -> Completed(outputs) | Raised(error)
+        pipe has a reply          -> Completed(value) | Raised(error)
         pipe at EOF / sentinel    -> Died(exit code)     (the worker is gone)
         nothing before timeout    -> TimedOut(seconds)   (the worker is killed here)
 """
@@ -24,7 +24,6 @@ from typing import Any, NamedTuple
 
 from parallel_batch.engine.workers.launch import Launched, launch
 from parallel_batch.engine.workers.worker import (
-    FN_LOAD_FAILED,
     OK,
     READY,
     START_FAILED,
@@ -49,16 +48,15 @@ WORKER_REAP_TIMEOUT = 10.0
 
 
 class Completed(NamedTuple):
-    """The task returned its outputs."""
+    """The task returned ``value``."""
 
-    outputs: list[Any]
+    value: Any
 
 
 class Raised(NamedTuple):
-    """The task raised; ``fn_not_loadable`` when ``fn`` itself could not be loaded in the worker."""
+    """The task raised (or its function, arguments or value could not be pickled)."""
 
     error: RemoteError
-    fn_not_loadable: bool = False
 
 
 class Died(NamedTuple):
@@ -96,7 +94,7 @@ class WorkerProcess:
     The methods are called by the one thread that owns the worker, except :meth:`interrupt`,
     which any thread may call to cut a running task short (``close(cancel_pending=True)``).
 
-    :param start_method: ``"exec"`` or a multiprocessing start method (see :mod:`pool_launch`).
+    :param start_method: ``"exec"`` or a multiprocessing start method (see :mod:`.launch`).
     :param init_payload: ``pickle.dumps((initializer, initargs))``, run before the first task.
     :raises WorkerStartError: when the worker died, hung or its initializer raised.
     """
@@ -165,11 +163,9 @@ class WorkerProcess:
                 return Died(self.pid, self._reap())
             try:
                 tag, value = pickle.loads(reply)
-            except Exception as exc:  # an output the parent cannot unpickle
+            except Exception as exc:  # a value the parent cannot unpickle
                 return Raised(RemoteError.capture(exc))
-            if tag == OK:
-                return Completed(value)
-            return Raised(value, fn_not_loadable=tag == FN_LOAD_FAILED)
+            return Completed(value) if tag == OK else Raised(value)
         if ready:
             return Died(self.pid, self._reap())
         self._kill_and_reap()

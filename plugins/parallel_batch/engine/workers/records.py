@@ -22,7 +22,8 @@ class ItemFailure(NamedTuple):
         process died on the item, or ``"TaskTimeoutError"`` when it ran past ``task_timeout``.
     :param message: a human-readable message (the exception's ``str``, or what killed the worker).
     :param traceback: the worker's formatted traceback; empty when the worker died.
-    :param attempts: how many runs that included this item failed before it was given up.
+    :param attempts: tries of the item on its own (1 + the crash retries it got for a crash;
+        1 for an exception, a timeout, or an item that cannot be sent to a worker).
     """
 
     item: Any
@@ -49,11 +50,13 @@ class PoolStatistics(NamedTuple):
 
     :param workers: live worker processes.
     :param busy: workers running a task now.
-    :param queued: tasks (batches or parts of split batches) waiting for a worker.
+    :param queued: tasks (calls, batches or parts of failing batches) waiting for a worker.
     :param completed_batches: batches whose future is done (with a result or an error).
     :param crashed_workers: workers that died abruptly while running a task (replaced since).
     :param timeouts: tasks that ran past ``task_timeout`` (their workers were killed and replaced).
-    :param splits: times a failing part of a batch was split in halves to isolate an item.
+    :param splits: times a part of a batch that killed its worker, ran past ``task_timeout`` or
+        could not be sent was split to isolate the items at fault (items that raise are isolated
+        inside the worker, without a round trip, and are not counted).
     """
 
     workers: int

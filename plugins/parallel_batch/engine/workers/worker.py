@@ -6,12 +6,14 @@ worker was running when it died, and a worker that dies mid-message can only bre
     parent                                   worker (this module)
       | pickle((initializer, initargs)) -->    | initializer(*initargs)
       |                       <-- (READY, pid) | or (START_FAILED, RemoteError)
-      | pickle((fn_bytes, items)) -->          | fn(items)
-      |                   <-- (OK, outputs)    | or (RAISED, RemoteError) or (FN_LOAD_FAILED, RemoteError)
+      | pickle((fn_bytes, args)) -->           | fn(*args)
+      |                     <-- (OK, value)    | or (RAISED, RemoteError)
       | STOP (or EOF) -->                      | exit 0
 
-Every new worker imports this module, and the ``exec`` start method starts a fresh interpreter
-for each, so it imports nothing heavy (no multiprocessing, no traceback until needed).
+A task is one plain call: the batch protocol (isolating the items that raise) is a function the
+pool sends like any other (:mod:`~parallel_batch.engine.workers.apply`). Every new worker imports
+this module, and the ``exec`` start method starts a fresh interpreter for each, so it imports
+nothing heavy (no multiprocessing, no traceback until needed).
 """
 
 from __future__ import annotations
@@ -22,13 +24,11 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from parallel_batch.exceptions import WorkerTaskError
 
 __all__ = [
-    "FN_LOAD_FAILED",
     "OK",
     "RAISED",
     "READY",
@@ -47,7 +47,6 @@ READY = "ready"
 START_FAILED = "start_failed"
 OK = "ok"
 RAISED = "raised"
-FN_LOAD_FAILED = "fn_load_failed"
 # Parent -> worker: exit now. Sent rather than relying on EOF alone, because with the fork start
 # method other workers inherit the parent's end of this pipe and EOF would never come.
 STOP = b""
@@ -192,7 +191,7 @@ def worker_main(pipe: FramedPipe) -> None:
         pipe.send(_dumps((START_FAILED, RemoteError.capture(exc))))
         return
     pipe.send(_dumps((READY, os.getpid())))
-    loaded_fn: tuple[bytes, Callable[[list[Any]], list[Any]]] | None = None
+    loaded: list[Any] = []  # [fn_bytes, fn] of the last task: the next one often reuses it
     while True:
         try:
             request = pipe.recv()
@@ -200,30 +199,19 @@ def worker_main(pipe: FramedPipe) -> None:
             return  # the parent is gone or closed the pipe
         if request == STOP:
             return
-        try:
-            fn_bytes, items = pickle.loads(request)
-        except Exception as exc:
-            pipe.send(_dumps((RAISED, RemoteError.capture(exc))))
-            continue
-        del request
-        if loaded_fn is None or loaded_fn[0] != fn_bytes:
-            try:
-                loaded_fn = (fn_bytes, pickle.loads(fn_bytes))
-            except Exception as exc:
-                pipe.send(_dumps((FN_LOAD_FAILED, RemoteError.capture(exc))))
-                continue
-        pipe.send(_run(loaded_fn[1], items))
-        del items
+        pipe.send(_call(request, loaded))
+        del request  # the task's items are not kept alive while the worker waits
 
 
-def _run(fn: Callable[[list[Any]], list[Any]], items: list[Any]) -> bytes:
-    """Run ``fn`` on ``items`` and return the pickled reply (outputs or the error)."""
+def _call(request: bytes, loaded: list[Any]) -> bytes:
+    """Run one task and return the pickled reply: fn's value, or the error it raised (or the
+    error loading fn or its arguments, or pickling the value). ``loaded`` caches the last fn."""
     try:
-        outputs = fn(items)
-        if not isinstance(outputs, list):
-            raise TypeError(f"fn must return a list, got {type(outputs).__name__}")
-        return _dumps((OK, outputs))
-    except Exception as exc:  # includes outputs that cannot be pickled
+        fn_bytes, args = pickle.loads(request)
+        if not loaded or loaded[0] != fn_bytes:
+            loaded[:] = [fn_bytes, pickle.loads(fn_bytes)]
+        return _dumps((OK, loaded[1](*args)))
+    except Exception as exc:
         return _dumps((RAISED, RemoteError.capture(exc)))
 
 

@@ -8,6 +8,13 @@ decimal     ``1234.50``                     ``Decimal("1234.50")`` (finite, ASCI
 text        ``anything``                    ``"anything"``
 email       ``ann@example.com``             the text (something@something, no spaces)
 timestamp   ``2024-05-01T12:34:56+02:00``   aware datetime (ISO-8601; no offset means UTC)
+localtime   ``2024-05-01T12:34:56``         naive datetime (an offset is dropped, as
+                                            PostgreSQL's ``timestamp`` does)
+date        ``2024-05-01``                  ``date(2024, 5, 1)``
+float       ``1.5e3``                       ``1500.0`` (also NaN, Infinity)
+bool        ``true`` / ``f`` / ``1`` / ``no``  ``True`` / ``False`` (PostgreSQL's spellings)
+uuid        ``0b4c...``                     ``UUID(...)``
+json        ``{"a": 1}``                    the parsed value (for json and jsonb columns)
 ==========  ==============================  =============================================
 
 An empty field is ``None`` (SQL NULL), or an error when the column is required.
@@ -21,16 +28,30 @@ itself, not its batch. Reasons never quote the value (the caller keeps the raw r
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from itertools import compress, repeat
 from operator import attrgetter, is_, not_
-from typing import Literal, TypeAlias, cast, get_args
+from typing import Any, Literal, TypeAlias, cast, get_args
 
-ColumnKind: TypeAlias = Literal["int", "decimal", "text", "email", "timestamp"]
-Value: TypeAlias = int | Decimal | str | datetime | None
+ColumnKind: TypeAlias = Literal[
+    "int",
+    "decimal",
+    "text",
+    "email",
+    "timestamp",
+    "localtime",
+    "date",
+    "float",
+    "bool",
+    "uuid",
+    "json",
+]
+Value: TypeAlias = Any
 
 KINDS: frozenset[str] = frozenset(get_args(ColumnKind))
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
@@ -74,12 +95,67 @@ def _timestamp(text: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+def _localtime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("not an ISO-8601 timestamp") from None
+    return value.replace(tzinfo=None)
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError("not an ISO-8601 date") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
+
+
+_BOOLS = {
+    **dict.fromkeys(("t", "true", "y", "yes", "on", "1"), True),
+    **dict.fromkeys(("f", "false", "n", "no", "off", "0"), False),
+}
+
+
+def _bool(text: str) -> bool:
+    value = _BOOLS.get(text.strip().lower())
+    if value is None:
+        raise ValueError("not a boolean (true/false, t/f, yes/no, on/off, 1/0)")
+    return value
+
+
+def _uuid(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise ValueError("not a UUID") from None
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ValueError("not valid JSON") from None
+
+
 _FIELD: dict[str, Callable[[str], Value]] = {
     "int": _int,
     "decimal": _decimal,
     "text": str,
     "email": _email,
     "timestamp": _timestamp,
+    "localtime": _localtime,
+    "date": _date,
+    "float": _float,
+    "bool": _bool,
+    "uuid": _uuid,
+    "json": _json,
 }
 
 
@@ -169,6 +245,8 @@ def convert_column(
             return list(texts), failures
         values: list[Value] = [text or None for text in texts]
         suspects: Iterable[int] = _nones(values) if required else ()
+    elif kind not in _COLUMN:  # the rarer kinds: one field at a time
+        return _convert_each(_FIELD[kind], required, texts)
     else:
         parse, check = _COLUMN[kind]
         values = _parse_all(parse, texts)
@@ -179,4 +257,23 @@ def convert_column(
         except ValueError as exc:
             failures[i] = str(exc)
             values[i] = None
+    return values, failures
+
+
+def _convert_each(
+    parse: Callable[[str], Value], required: bool, texts: Sequence[str]
+) -> tuple[list[Value], dict[int, str]]:
+    values: list[Value] = []
+    failures: dict[int, str] = {}
+    for i, text in enumerate(texts):
+        if not text:
+            if required:
+                failures[i] = "a value is required"
+            values.append(None)
+            continue
+        try:
+            values.append(parse(text))
+        except (ValueError, ArithmeticError) as exc:
+            failures[i] = str(exc)
+            values.append(None)
     return values, failures

@@ -21,7 +21,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from parallel_batch.sources.csv.scan import QuoteScanner, iter_blocks
 
@@ -118,33 +118,60 @@ def plan_csv_chunks(
         plan = _Plan(size, chunks, chunk_bytes, max_chunks)
         if not has_header:
             plan.begin(start, 1)
-        scanner = QuoteScanner()
-        lines = _LineCounter(start)
-        for offset, block in iter_blocks(stream, start, None, PLAN_BLOCK_BYTES):
-            pos = scanner.enter(block)
-            if pos is not None:
-                if plan.data_start is None:
-                    header_end = scanner.next_record_end(block, pos)
-                    if header_end is not None:
-                        plan.begin(offset + header_end, lines.at(block, offset, header_end))
-                        pos = header_end
-                if plan.data_start is not None:
-                    pos = plan.resolve(scanner, block, offset, pos, lines)
-                if plan.done:
-                    break
-                scanner.leave(block, pos)
-            lines.at(block, offset, len(block))
+        _scan(stream, plan, start, None)
     chunks_planned = plan.chunks()
     log.info("Planned %d chunks over %d bytes of CSV data", len(chunks_planned), size)
     return chunks_planned
 
 
+def plan_ranges(
+    path: str | os.PathLike[str], chunk: FileChunk, *, step_bytes: int
+) -> tuple[list[FileChunk], int]:
+    """Cut a chunk into ranges of about ``step_bytes`` that start on record boundaries (a
+    chunk's batches), in one pass over the chunk only.
+
+    :param chunk: a range that starts and ends on record boundaries (a planned chunk, a batch).
+    :returns: the ranges, and the line on which the record after the chunk starts.
+    """
+    if step_bytes < 1:
+        raise ValueError("step_bytes must be greater than 0")
+    with open(path, "rb") as stream:
+        plan = _Plan(chunk.end, None, step_bytes, chunk.end)
+        plan.begin(chunk.start, chunk.first_line)
+        lines = _scan(stream, plan, chunk.start, chunk.end, chunk.first_line)
+    return plan.chunks(), lines.line
+
+
+def _scan(
+    stream: BinaryIO, plan: _Plan, start: int, end: int | None, first_line: int = 1
+) -> _LineCounter:
+    """Walk ``[start, end)`` of the stream, settling the plan's boundaries (after the header
+    when the plan has not begun); return the line counter at the end of the walk."""
+    scanner = QuoteScanner()
+    lines = _LineCounter(start, first_line)
+    for offset, block in iter_blocks(stream, start, end, PLAN_BLOCK_BYTES):
+        pos = scanner.enter(block)
+        if pos is not None:
+            if plan.data_start is None:
+                header_end = scanner.next_record_end(block, pos)
+                if header_end is not None:
+                    plan.begin(offset + header_end, lines.at(block, offset, header_end))
+                    pos = header_end
+            if plan.data_start is not None:
+                pos = plan.resolve(scanner, block, offset, pos, lines)
+            if plan.done and end is None:
+                break
+            scanner.leave(block, pos)
+        lines.at(block, offset, len(block))
+    return lines
+
+
 class _LineCounter:
     """The physical line number at a file offset that only moves forward; counts each byte once."""
 
-    def __init__(self, offset: int) -> None:
+    def __init__(self, offset: int, line: int = 1) -> None:
         self.offset = offset
-        self.line = 1
+        self.line = line
 
     def at(self, block: bytes, block_offset: int, pos: int) -> int:
         """Move to offset ``pos`` of ``block`` (which starts at ``block_offset``); return its line."""

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parallel_batch.engine.limiter import ConcurrencyLimiter, LimiterStatistics
-
-# A deadlock fails the test instead of hanging it; this is a safety net, not a timing assertion.
-DEADLOCK_GUARD_SECONDS = 30
-
-T = TypeVar("T")
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` in a fresh event loop, failing instead of hanging if it deadlocks."""
-
-    async def guarded() -> T:
-        async with asyncio.timeout(DEADLOCK_GUARD_SECONDS):
-            return await coro
-
-    return asyncio.run(guarded())
+from tests.unit.engine._aio import HANG_GUARD_SECONDS, run_guarded
 
 
 async def _spin(steps: int) -> None:
@@ -60,7 +45,7 @@ def test_that_run_returns_the_result_and_passes_arguments() -> None:
         limiter = ConcurrencyLimiter(2)
         return await limiter.run(add, 2, 3, scale=10), limiter.statistics()
 
-    assert _run(main()) == (50, LimiterStatistics(limit=2, running=0, waiting=0))
+    assert run_guarded(main()) == (50, LimiterStatistics(limit=2, running=0, waiting=0))
 
 
 def test_that_statistics_count_running_and_waiting() -> None:
@@ -76,7 +61,7 @@ def test_that_statistics_count_running_and_waiting() -> None:
         await asyncio.gather(*tasks)
         return during, limiter.statistics()
 
-    during, after = _run(main())
+    during, after = run_guarded(main())
     assert during == LimiterStatistics(limit=2, running=2, waiting=3)
     assert after == LimiterStatistics(limit=2, running=0, waiting=0)
 
@@ -102,7 +87,7 @@ def test_that_waiters_get_slots_in_fifo_order() -> None:
         await asyncio.gather(*waiters, late)
         return order
 
-    assert _run(main()) == [f"w{i}" for i in range(8)] + ["late"]
+    assert run_guarded(main()) == [f"w{i}" for i in range(8)] + ["late"]
 
 
 def test_that_a_cancelled_waiter_does_not_leak_a_slot() -> None:
@@ -120,11 +105,11 @@ def test_that_a_cancelled_waiter_does_not_leak_a_slot() -> None:
         limiter.release()
         freed = limiter.statistics()
         # The slot is really free: acquiring now succeeds without waiting.
-        await asyncio.wait_for(limiter.acquire(), DEADLOCK_GUARD_SECONDS)
+        await asyncio.wait_for(limiter.acquire(), HANG_GUARD_SECONDS)
         limiter.release()
         return queued, freed, waiter.cancelled()
 
-    queued, freed, cancelled = _run(main())
+    queued, freed, cancelled = run_guarded(main())
     assert queued == LimiterStatistics(limit=1, running=1, waiting=0)
     assert freed == LimiterStatistics(limit=1, running=0, waiting=0)
     assert cancelled
@@ -150,7 +135,7 @@ def test_that_a_waiter_cancelled_right_after_being_handed_a_slot_passes_it_on() 
         await asyncio.gather(first, second, return_exceptions=True)
         return entered, limiter.statistics()
 
-    entered, stats = _run(main())
+    entered, stats = run_guarded(main())
     assert entered == ["second"]
     assert stats == LimiterStatistics(limit=1, running=0, waiting=0)
 
@@ -168,7 +153,7 @@ def test_that_a_failing_task_releases_its_slot() -> None:
                 await limiter.run(boom)
         return limiter.statistics()
 
-    assert _run(main()) == LimiterStatistics(limit=1, running=0, waiting=0)
+    assert run_guarded(main()) == LimiterStatistics(limit=1, running=0, waiting=0)
 
 
 def test_that_a_task_cancelled_while_holding_a_slot_releases_it() -> None:
@@ -181,10 +166,10 @@ def test_that_a_task_cancelled_while_holding_a_slot_releases_it() -> None:
         nxt = asyncio.create_task(limiter.run(asyncio.sleep, 0))
         await _until(lambda: limiter.statistics().waiting == 1)
         holder.cancel()
-        await asyncio.wait_for(nxt, DEADLOCK_GUARD_SECONDS)
+        await asyncio.wait_for(nxt, HANG_GUARD_SECONDS)
         return holder.cancelled(), limiter.statistics()
 
-    cancelled, stats = _run(main())
+    cancelled, stats = run_guarded(main())
     assert cancelled
     assert stats == LimiterStatistics(limit=1, running=0, waiting=0)
 
@@ -248,7 +233,7 @@ def test_that_the_limit_holds_and_nothing_deadlocks_under_random_cancellation(
         await asyncio.gather(*cancellers)
         return peak, entered, outcomes, limiter.statistics()
 
-    peak, entered, outcomes, stats = _run(main())
+    peak, entered, outcomes, stats = run_guarded(main())
     assert peak <= limit
     assert entered == sorted(entered)  # FIFO: nobody overtakes an earlier arrival
     assert stats == LimiterStatistics(limit=limit, running=0, waiting=0)

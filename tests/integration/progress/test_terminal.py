@@ -75,7 +75,7 @@ def test_job_list_shows_progress_and_dead_letters(store: CheckpointStore, pg_url
     assert (job.job_key, job.status) == (JOB, "running")
     assert (job.chunks_completed, job.chunks_total) == (1, 3)
     assert (job.rows_done, job.rows_total, job.dead_letters) == (150, 300, 2)
-    assert job.fraction == pytest.approx(0.5)
+    assert job.percent == pytest.approx(50.0)
     text = status.format_plain(_report(pg_url))
     assert JOB in text
     assert "[##########..........]  50%" in text
@@ -114,6 +114,40 @@ def test_a_killed_holder_shows_as_interrupted(store: CheckpointStore, pg_url: st
     assert chunks is not None
     assert chunks[1].status == "interrupted"
     assert chunks[1].eta_seconds is None
+
+
+def test_done_never_disagrees_with_the_total(pg_url: str, pg_conn: psycopg.Connection) -> None:
+    """Test that a completed job shows the records it read as its total (the plan's rows were an
+    estimate), and a running chunk that read more than planned never shows more done than its
+    total, nor 100%."""
+    done_key, running_key = "parallel_batch_csv:a.csv", "parallel_batch_csv:b.csv"
+    with CheckpointStore.connect(pg_url) as store:
+        for key, rows in ((done_key, 200_000), (running_key, 12)):
+            plan = [{"chunk_id": "bytes[0,100)", "rows": 202_333 if rows > 100 else 10}]
+            store.ensure_job(key, kind="csv", plan=plan, source=key, target="demo.c")
+            lease = store.acquire(key, "bytes[0,100)", holder="worker-a")
+            store.commit_batch(lease, last_key=rows, rows_read=rows)
+            if key == done_key:
+                store.complete(lease)
+    # The completed chunk's total as planned (a store may keep the estimate): not a done count.
+    pg_conn.execute("UPDATE parallel_batch.chunks SET rows_total = 202333 WHERE rows_read > 100")
+
+    done, running = sorted(_report(pg_url).jobs, key=lambda job: job.job_key)
+    chunks = _report(pg_url, running_key).chunks
+
+    assert (done.status, done.rows_done, done.rows_total, done.percent) == (
+        "completed",
+        200_000,
+        200_000,
+        100.0,
+    )
+    assert (running.status, running.rows_done, running.rows_total) == ("running", 12, 12)
+    assert running.percent < 100
+    assert chunks is not None and (chunks[0].rows_done, chunks[0].rows_total) == (12, 12)
+    assert chunks[0].percent < 100 and chunks[0].eta_seconds is None
+    text = status.format_plain(_report(pg_url))
+    assert "200,000/200,000" in text and "202,333" not in text
+    assert "[###################.]  99%  12/12" in text
 
 
 def test_cli_prints_plain_text_when_not_a_terminal(
@@ -159,7 +193,8 @@ def test_empty_database(pg_url: str, pg_conn: psycopg.Connection) -> None:
 
 
 def test_plain_bar_bounds() -> None:
-    """Test that the plain bar is empty at 0, full at 1, and clamps outside."""
+    """Test that the plain bar is empty at 0%, full at 100% only, and clamps outside."""
     assert status.plain_bar(0.0, 4) == "[....]   0%"
-    assert status.plain_bar(1.0, 4) == "[####] 100%"
-    assert status.plain_bar(2.0, 4).startswith("[####]")
+    assert status.plain_bar(100.0, 4) == "[####] 100%"
+    assert status.plain_bar(200.0, 4).startswith("[####]")
+    assert status.plain_bar(99.9, 4) == "[###.]  99%"  # full only when done

@@ -213,6 +213,42 @@ def test_job_page_shows_chunks_holders_dead_letters_and_replay(
     assert SECRET not in page
 
 
+def test_done_never_disagrees_with_the_total(
+    pg_url: str, pg_conn: psycopg.Connection, client: TestClient
+) -> None:
+    """Test that a completed chunk shows the records it read as its total (the plan's rows were
+    an estimate), and a running one that read more than planned is not shown over its total,
+    nor at 100%."""
+    key = "parallel_batch_csv:customers.csv"
+    plan = [
+        {"chunk_id": "bytes[0,100)", "rows": 202_333},
+        {"chunk_id": "bytes[100,200)", "rows": 10},
+    ]
+    with CheckpointStore.connect(pg_url) as store:
+        store.ensure_job(key, kind="csv", plan=plan, source="customers.csv", target="demo.c")
+        done = store.acquire(key, "bytes[0,100)", holder="worker-a")
+        store.commit_batch(done, last_key=200_000, rows_read=200_000)
+        store.complete(done)
+        running = store.acquire(key, "bytes[100,200)", holder="worker-b")
+        store.commit_batch(running, last_key=12, rows_read=12)
+        # The completed chunk's total as planned (a store may keep the estimate).
+        pg_conn.execute(
+            "UPDATE parallel_batch.chunks SET rows_total = 202333 WHERE rows_read > 100"
+        )
+
+        body = _job(client, key)
+        page = client.get("/job", params={"key": key}).text
+
+    job, (first, second) = body["job"], body["chunks"]
+    assert (first["rows_done"], first["rows_total"], first["percent"]) == (200_000, 200_000, 100)
+    assert (second["status"], second["rows_done"], second["rows_total"]) == ("running", 12, 12)
+    assert second["percent"] < 100 and second["eta_seconds"] is None
+    assert job["rows_done"] <= job["rows_total"] and job["percent"] < 100
+    assert '200,000<div class="small muted">of 200,000</div>' in page
+    assert '12<div class="small muted">of 12</div>' in page
+    assert '<progress class="running" value="99.9" max="100">99%</progress>' in page
+
+
 def test_a_killed_holder_shows_as_interrupted(holder: CheckpointStore, client: TestClient) -> None:
     """Test that a running chunk whose holder's session died shows as interrupted, with a note."""
     holder.close()  # as a killed task: its session and the chunk's lock are gone
@@ -340,16 +376,21 @@ def test_bad_limit_is_a_400(client: TestClient) -> None:
 
 
 def test_health_static_files_and_security_headers(client: TestClient) -> None:
-    """Test that health reads no database, static files are served, pages carry a CSP."""
+    """Test that health reads no database, the package's static files (and only they) are served,
+    pages carry a CSP."""
     health = client.get("/api/health")
     css = client.get("/static/style.css")
     script = client.get("/static/page.js")
+    icon = client.get("/static/icon-dark.svg")
     missing = client.get("/static/nope.css")
+    outside = client.get("/static/..%2Fpages.py")
 
     assert health.json() == {"plugin": "parallel_batch", "status": "alive", "version": __version__}
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     assert "progress::-webkit-progress-value" in css.text
     assert script.status_code == 200 and "pb-content" in script.text
-    assert missing.status_code == 404
+    assert css.headers["cache-control"] == "max-age=3600"
+    assert icon.headers["content-type"] == "image/svg+xml" and b"#4aa3ff" in icon.content
+    assert missing.status_code == 404 and outside.status_code == 404
     assert "frame-ancestors 'self'" in health.headers["content-security-policy"]
     assert health.headers["cache-control"] == "no-store"

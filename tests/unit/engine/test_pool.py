@@ -1,5 +1,6 @@
 """Tests of the worker pool with real worker processes: real deaths (os._exit, SIGKILL, SIGSEGV),
-real timeouts and real exceptions, isolation of the poison items, and no process left behind."""
+real timeouts and real exceptions, isolation of the poison items, plain calls (submit), and no
+process left behind."""
 
 from __future__ import annotations
 
@@ -25,12 +26,17 @@ from hypothesis import strategies as st
 from parallel_batch.engine.pool import WorkerPool
 from parallel_batch.engine.workers import cpus as pool_cpus
 from parallel_batch.engine.workers.records import BatchResult, ItemFailure, PoolStatistics
-from parallel_batch.engine.workers.tasks import Job, Task
 from parallel_batch.engine.workers.worker import RemoteTraceback
-from parallel_batch.exceptions import PoolClosedError, WorkerStartError, WorkerTaskError
-from tests.unit import _pool_helpers as h
+from parallel_batch.exceptions import (
+    PoolClosedError,
+    TaskTimeoutError,
+    WorkerCrashedError,
+    WorkerStartError,
+    WorkerTaskError,
+)
+from tests.unit.engine import _pool_helpers as h
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # A hang fails the test instead of blocking the suite; a safety net, not a timing assertion.
 HANG_GUARD_SECONDS = 60
 
@@ -39,7 +45,7 @@ def _items(n: int, **marked: int) -> list[str]:
     """``n`` plain items; ``marked`` maps a marker prefix name to the index that carries it."""
     items = [f"item{i}" for i in range(n)]
     for prefix_name, index in marked.items():
-        items[index] = getattr(h, prefix_name.upper()) + f"{index}"
+        items[index] = getattr(h, prefix_name.rstrip("_").upper()) + f"{index}"
     return items
 
 
@@ -267,11 +273,15 @@ def test_that_crash_statistics_are_counted() -> None:
 
 
 def test_that_crash_retries_rerun_the_item_before_giving_up() -> None:
-    """Test that a crashing item is run 1 + crash_retries times and reports those attempts."""
+    """Test that a crashing item is run alone 1 + crash_retries times and reports those attempts,
+    while the rest of its batch runs once."""
     with WorkerPool(1, crash_retries=2) as pool:
-        [failure] = pool.run_batch(h.upper, ["crash:x"]).failures
+        result = pool.run_batch(h.upper, ["a", "crash:x"])
+        assert result.outputs == ["A"]
+        [failure] = result.failures
         assert failure.attempts == 3
-        assert pool.statistics().crashed_workers == 3
+        # the batch, then "crash:x" alone three times ("a" alone succeeded)
+        assert pool.statistics().crashed_workers == 4
 
 
 def test_that_logs_show_crashes_but_only_a_truncated_item(
@@ -306,7 +316,7 @@ def test_that_a_raising_item_is_isolated_with_its_traceback(pool: WorkerPool) ->
     )
     assert "_pool_helpers.py" in failure.traceback
     assert "ValueError: bad item raise:60" in failure.traceback
-    assert failure.attempts == 8  # the whole batch, then 7 halvings down to one item
+    assert failure.attempts == 1  # isolated inside the worker, never retried
 
 
 def test_that_errors_propagate_with_the_remote_traceback_when_not_isolated() -> None:
@@ -372,6 +382,25 @@ def test_that_isolation_matches_sequential_processing(
     assert [f.item for f in result.failures] == [items[i] for i in sorted(bad)]
 
 
+def test_that_crashes_and_raises_in_one_batch_are_each_isolated(pool: WorkerPool) -> None:
+    """Test that a batch with an item that kills its worker and one that raises fails those two
+    only: the parent isolates the crash, the worker the raise."""
+    items = _items(300, crash=10, raise_=250)
+    result = pool.run_batch(h.upper, items)
+    assert result.outputs == _expected(items, {10, 250})
+    assert [(f.item, f.error_type) for f in result.failures] == [
+        ("crash:10", "WorkerCrashedError"),
+        ("raise:250", "ValueError"),
+    ]
+
+
+def test_that_an_output_that_cannot_be_pickled_fails_alone(pool: WorkerPool) -> None:
+    """Test that an item whose output cannot be sent back to the parent fails alone."""
+    result = pool.run_batch(h.lock_on_marker, ["a", "lock", "b"])
+    assert result.outputs == ["a", "b"]
+    assert [(f.item, f.error_type) for f in result.failures] == [("lock", "TypeError")]
+
+
 # -- timeouts ---------------------------------------------------------------------------------
 
 
@@ -387,10 +416,79 @@ def test_that_an_item_past_the_timeout_fails_alone() -> None:
             "task ran longer than task_timeout=1 s while processing item 'sleep:7'; "
             "its worker process was killed"
         )
-        assert failure.attempts == 2  # the whole batch, then the item alone
+        assert failure.attempts == 1  # alone once (a timeout is not retried)
         statistics = pool.statistics()
+        # The batch of 20 times out and is split 16 ways; "sleep:7" is alone in its part,
+        # which times out too.
         assert (statistics.timeouts, statistics.crashed_workers, statistics.splits) == (2, 0, 1)
         assert pool.run_batch(h.upper, ["x"]).outputs == ["X"]
+
+
+# -- plain calls: submit -------------------------------------------------------------------------
+
+
+def test_that_submit_returns_the_value_of_one_call(pool: WorkerPool) -> None:
+    """Test that submit runs fn(*args) in a worker and its future holds the value."""
+    assert [pool.submit(h.add, i, 10).result() for i in range(3)] == [10, 11, 12]
+
+
+def test_that_a_submitted_call_that_kills_its_worker_raises_worker_crashed(
+    pool: WorkerPool,
+) -> None:
+    """Test that submit's future raises WorkerCrashedError naming the exit, with no retry and no
+    isolation, and that the worker is replaced."""
+    crashed = pool.statistics().crashed_workers
+    with pytest.raises(WorkerCrashedError, match=r"^worker process died with exit code 5$"):
+        pool.submit(h.die, 5).result()
+    assert pool.statistics().crashed_workers == crashed + 1
+    _until(lambda: pool.statistics().workers == 2, "the worker replaced")
+    assert pool.submit(h.add, 1, 2).result() == 3
+
+
+def test_that_a_submitted_call_raises_its_own_exception_with_the_remote_traceback(
+    pool: WorkerPool,
+) -> None:
+    """Test that fn's exception is raised by the future, the worker's traceback as its cause."""
+    with pytest.raises(ValueError, match=r"^no such customer$") as caught:
+        pool.submit(h.fail, "no such customer").result()
+    cause = caught.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "_pool_helpers.py" in str(cause)
+
+
+def test_that_a_submitted_call_past_the_timeout_raises_task_timeout() -> None:
+    """Test that a call past task_timeout raises TaskTimeoutError and its worker is replaced."""
+    with WorkerPool(1, task_timeout=0.5) as pool:
+        with pytest.raises(TaskTimeoutError, match=r"^task ran longer than task_timeout=0.5 s"):
+            pool.submit(h.sleep_then_pid, [60.0]).result()
+        assert pool.statistics().timeouts == 1
+        assert pool.submit(h.add, 2, 2).result() == 4
+
+
+def test_that_the_pool_is_usable_after_many_deaths() -> None:
+    """Test that after a dozen deaths in a row the pool still runs calls and batches, at full
+    strength."""
+    with WorkerPool(2) as pool:
+        futures = [pool.submit(h.die, 3) for _ in range(12)]
+        for future in futures:
+            with pytest.raises(WorkerCrashedError):
+                future.result()
+        assert pool.statistics().crashed_workers == 12
+        _until(lambda: pool.statistics().workers == 2, "both workers replaced")
+        assert pool.run_batch(h.upper, ["a", "b"]).outputs == ["A", "B"]
+
+
+def test_that_submit_checks_its_arguments(pool: WorkerPool) -> None:
+    """Test that a lambda fn, arguments that cannot be pickled and a closed pool are refused at
+    once."""
+    with pytest.raises(TypeError, match=r"^fn must be a picklable module-level callable"):
+        pool.submit(lambda: 1)
+    with pytest.raises(TypeError, match=r"^the arguments of .* must be picklable"):
+        pool.submit(h.echo, [threading.Lock()])
+    closed = WorkerPool(1)
+    closed.close()
+    with pytest.raises(PoolClosedError, match=r"^cannot submit a task to a closed WorkerPool$"):
+        closed.submit(h.add, 1, 2)
 
 
 # -- map_batches ------------------------------------------------------------------------------
@@ -479,7 +577,7 @@ def test_that_close_with_cancel_pending_stops_running_and_queued_batches() -> No
     queued = pool.submit_batch(h.upper, ["a"])
     _until(lambda: pool.statistics().busy == 1, "the long batch running")
     pool.close(cancel_pending=True)
-    with pytest.raises(PoolClosedError, match="closed before the batch finished"):
+    with pytest.raises(PoolClosedError, match="closed before the task finished"):
         running.result()
     with pytest.raises(CancelledError):
         queued.result()
@@ -513,7 +611,7 @@ def test_that_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
         """
         import sys, time
         from parallel_batch.engine.pool import WorkerPool
-        from tests.unit import _pool_helpers as h
+        from tests.unit.engine import _pool_helpers as h
 
         pool = WorkerPool(2)
         pids = pool.run_batch(h.pids, [1]).outputs
@@ -542,19 +640,6 @@ def test_that_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
 
 
 # -- building blocks --------------------------------------------------------------------------
-
-
-@settings(max_examples=50, deadline=None)
-@given(size=st.integers(min_value=2, max_value=5000), parts=st.integers(min_value=2, max_value=64))
-def test_that_a_split_covers_its_slice_exactly(size: int, parts: int) -> None:
-    """Test that splitting a task gives contiguous, non-empty slices covering it exactly."""
-    parts = min(parts, size)
-    job = Job(b"", list(range(size)), None, True)  # type: ignore[arg-type]
-    pieces = Task(job, 0, size).split(parts, failed_runs=1, crashes=0)
-    assert len(pieces) == parts
-    assert [p.start for p in pieces] == [0] + [p.stop for p in pieces[:-1]]
-    assert pieces[-1].stop == size
-    assert all(p.size > 0 and p.failed_runs == 1 for p in pieces)
 
 
 def test_that_item_failures_and_results_pickle() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import threading
 import time
 from typing import TypeVar
 
@@ -96,3 +97,23 @@ def set_marker(value: str) -> None:
 def failing_initializer() -> None:
     """Initializer that always raises."""
     raise RuntimeError("no model file")
+
+
+def lock_on_marker(items: list[str]) -> list[object]:
+    """Return each item, or a lock (which cannot be pickled back) for an item "lock"."""
+    return [threading.Lock() if item == "lock" else item for item in items]
+
+
+def add(a: int, b: int) -> int:
+    """A plain call for WorkerPool.submit."""
+    return a + b
+
+
+def die(code: int) -> None:
+    """A plain call that kills its worker with os._exit(code)."""
+    os._exit(code)
+
+
+def fail(message: str) -> None:
+    """A plain call that raises ValueError(message)."""
+    raise ValueError(message)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -13,21 +13,7 @@ from hypothesis import strategies as st
 
 from parallel_batch.engine.batching import abatched, batched, process_batches
 from parallel_batch.engine.progress import ProgressSnapshot
-
-# A hang fails the test instead of blocking the suite; a safety net, not a timing assertion.
-HANG_GUARD_SECONDS = 30
-
-T = TypeVar("T")
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` in a fresh event loop, failing instead of hanging."""
-
-    async def guarded() -> T:
-        async with asyncio.timeout(HANG_GUARD_SECONDS):
-            return await coro
-
-    return asyncio.run(guarded())
+from tests.unit.engine._aio import run_guarded
 
 
 class CountingSource:
@@ -100,7 +86,7 @@ def test_that_abatched_batches_sync_and_async_sources(n: int, size: int, use_asy
     async def main() -> list[list[int]]:
         return [b async for b in abatched(source.agen() if use_async else source, size)]
 
-    assert _run(main()) == list(batched(range(n), size))
+    assert run_guarded(main()) == list(batched(range(n), size))
 
 
 def test_that_abatched_rejects_a_non_iterable() -> None:
@@ -170,7 +156,7 @@ def test_that_every_item_is_processed_once_with_bounded_read_ahead(
         assert _no_other_tasks()
         return out
 
-    out = _run(main())
+    out = run_guarded(main())
     if ordered:
         assert out == list(range(n))
     else:
@@ -205,7 +191,7 @@ def test_that_the_source_is_not_read_ahead_of_a_stalled_consumer() -> None:
         return pulled
 
     # 4 batches of 100 before the first result; one more batch read per result taken.
-    assert _run(main()) == [400, 500, 600]
+    assert run_guarded(main()) == [400, 500, 600]
 
 
 def test_that_unordered_results_come_as_completed() -> None:
@@ -224,8 +210,8 @@ def test_that_unordered_results_come_as_completed() -> None:
         stream = process_batches(range(4), processor, batch_size=2, concurrency=2, ordered=ordered)
         return [r async for r in stream]
 
-    assert _run(collect(ordered=False)) == [2, 0]
-    assert _run(collect(ordered=True)) == [0, 2]
+    assert run_guarded(collect(ordered=False)) == [2, 0]
+    assert run_guarded(collect(ordered=True)) == [0, 2]
 
 
 @pytest.mark.parametrize(
@@ -288,7 +274,7 @@ def test_that_a_processor_error_propagates_and_cancels_the_batches_in_flight(ord
                 taken.append(r)
         return taken, _no_other_tasks()
 
-    taken, clean = _run(main())
+    taken, clean = run_guarded(main())
     assert taken == [0]
     assert clean
     # Batches 10, 20 (blocked before the failure) and 40, 50 (started after) were all cancelled.
@@ -311,7 +297,7 @@ def test_that_an_error_in_the_source_propagates_and_cancels_the_batches_in_fligh
                 taken.append(r)
         return taken, _no_other_tasks()
 
-    taken, clean = _run(main())
+    taken, clean = run_guarded(main())
     assert (taken, clean) == ([0], True)
     assert sorted(processor.cancelled) == [10, 20, 30]
 
@@ -329,7 +315,7 @@ def test_that_closing_the_stream_early_cancels_the_batches_in_flight() -> None:
         await stream.aclose()
         return first, _no_other_tasks()
 
-    first, clean = _run(main())
+    first, clean = run_guarded(main())
     assert (first, clean) == (0, True)
     assert sorted(processor.cancelled) == [10, 20]
     assert source.pulled == 30  # three batches in flight, nothing read after the close
@@ -352,5 +338,5 @@ def test_that_cancelling_the_consumer_cancels_the_batches_in_flight() -> None:
             await consumer
         return _no_other_tasks()
 
-    assert _run(main())
+    assert run_guarded(main())
     assert sorted(processor.cancelled) == [10, 20, 30]

@@ -4,7 +4,6 @@ async processing, the concurrency bound, and picklable results."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import pickle
 import random
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +18,6 @@ from parallel_batch.engine.retry import (
     ItemResult,
     RetryOutcome,
     RetryPolicy,
-    apply_with_retries,
     aprocess_with_retries,
     call_with_retries,
     process_with_retries,
@@ -429,47 +427,22 @@ def test_that_concurrency_must_be_positive() -> None:
         asyncio.run(aprocess_with_retries([1], afn, RetryPolicy(), concurrency=0))
 
 
-# -- worker-pool helper and pickling -------------------------------------------------------
+# -- pickling ------------------------------------------------------------------------------
 
 
-def test_that_apply_with_retries_returns_one_aligned_result_per_item() -> None:
-    """Test that the batch helper answers ok or failed for each item, in batch order."""
-    results = apply_with_retries(fails_on_odd, RetryPolicy(max_attempts=2, base_delay=0), [2, 3, 4])
-    assert [r.ok for r in results] == [True, False, True]
-    assert [r.value for r in results] == [4, None, 8]
-    assert results[1].failure is not None
-    assert (results[1].failure.item, results[1].failure.attempts) == (3, 2)
-
-
-def test_that_the_batch_function_and_its_results_survive_a_pickle_round_trip() -> None:
-    """Test that partial(apply_with_retries, fn, policy), its results and outcomes pickle."""
+def test_that_results_outcomes_and_policies_survive_a_pickle_round_trip() -> None:
+    """Test that item results, outcomes and policies pickle (they travel between processes)."""
     policy = RetryPolicy(
         max_attempts=2, base_delay=0, retry_on=(ValueError,), give_up_on=(KeyError,)
     )
-    batch_fn = pickle.loads(
-        pickle.dumps(functools.partial(apply_with_retries, fails_on_odd, policy))
-    )
-    results = batch_fn([1, 2])
+    results = [
+        call_with_retries(fails_on_odd, item, policy, sleep=lambda s: None) for item in (1, 2)
+    ]
     copied = pickle.loads(pickle.dumps(results))
     assert copied == results
     assert isinstance(copied[0].failure, FailedItem)
     assert copied[0].failure.first_failed_at.tzinfo is UTC
+    assert (copied[0].failure.attempts, copied[1].value) == (2, 4)
     outcome = process_with_retries([1, 2], fails_on_odd, policy, sleep=lambda s: None)
     assert pickle.loads(pickle.dumps(outcome)) == outcome
     assert pickle.loads(pickle.dumps(policy)) == policy
-
-
-def test_that_apply_with_retries_runs_in_the_real_worker_pool() -> None:
-    """Test that the batch helper works as a WorkerPool batch function, failures routed back."""
-    from parallel_batch.engine.pool import WorkerPool
-
-    batch_fn = functools.partial(apply_with_retries, fails_on_odd, RetryPolicy(base_delay=0))
-    with WorkerPool(max_workers=1) as pool:
-        result = pool.run_batch(batch_fn, [0, 1, 2, 3])
-    assert result.failures == []  # the helper absorbed every exception
-    assert [r.value for r in result.outputs] == [0, None, 4, None]
-    failed = [r.failure for r in result.outputs if r.failure is not None]
-    assert [(f.item, f.attempts, f.message) for f in failed] == [
-        (1, 3, "odd item 1"),
-        (3, 3, "odd item 3"),
-    ]

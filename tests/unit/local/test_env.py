@@ -1,4 +1,4 @@
-"""Tests of parallel_batch.local.env: the Airflow environment and the metadata DB preparation."""
+"""Tests of parallel_batch.local.env: the Airflow environment and preparing its databases."""
 
 from __future__ import annotations
 
@@ -13,95 +13,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from sqlalchemy.engine import make_url
 
 from parallel_batch.exceptions import ConfigurationError
+from parallel_batch.local import conninfo
 from parallel_batch.local import env as localenv
 
 SOCKET_URL = "postgresql://postgres:@/postgres?host=/tmp/pb/pgdata"
-
-
-def test_metadata_url_puts_a_socket_directory_in_the_query() -> None:
-    """Test that a Unix-socket server gives a psycopg 3 URL with ?host=/dir and the database."""
-    url = localenv.metadata_url(SOCKET_URL)
-
-    assert url == "postgresql+psycopg://postgres@/airflow?host=/tmp/pb/pgdata"
-    parsed = make_url(url)
-    assert (parsed.drivername, parsed.database, parsed.host) == (
-        "postgresql+psycopg",
-        "airflow",
-        None,
-    )
-    assert parsed.query == {"host": "/tmp/pb/pgdata"}
-
-
-def test_metadata_url_keeps_a_tcp_host_and_escapes_the_password() -> None:
-    """Test that a TCP server keeps host and port, and a password with URL characters survives."""
-    url = localenv.metadata_url(
-        "host=db.example port=5433 user=bob password='p@ss:/%$word' dbname=data sslmode=require",
-        "meta",
-    )
-
-    parsed = make_url(url)
-    assert (parsed.host, parsed.port, parsed.username) == ("db.example", 5433, "bob")
-    assert parsed.password == "p@ss:/%$word"
-    assert parsed.database == "meta"
-    assert parsed.query == {"sslmode": "require"}
-    assert "$" not in url  # Airflow expands $VARS in configuration values
-
-
-def test_metadata_url_rejects_an_empty_database() -> None:
-    """Test that an empty metadata database name is refused."""
-    with pytest.raises(ValueError, match="database must not be empty"):
-        localenv.metadata_url(SOCKET_URL, "")
-
-
-def test_libpq_url_rejects_other_databases() -> None:
-    """Test that a non-PostgreSQL SQLAlchemy URL is refused with its scheme."""
-    with pytest.raises(ConfigurationError, match="Not a PostgreSQL SQLAlchemy URL: 'sqlite'"):
-        localenv.libpq_url("sqlite:////tmp/airflow.db")
-
-
-def test_connection_json_keeps_the_socket_host() -> None:
-    """Test that the connection JSON carries the socket directory as the plain host."""
-    conn = json.loads(localenv.connection_json(SOCKET_URL))
-
-    assert conn == {
-        "conn_type": "postgres",
-        "host": "/tmp/pb/pgdata",
-        "login": "postgres",
-        "schema": "postgres",
-    }
-
-
-_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=12)
-
-
-@settings(max_examples=50, deadline=None)
-@given(user=_text, password=_text, dbname=_text, port=st.integers(1, 65535))
-def test_connection_json_round_trips(user: str, password: str, dbname: str, port: int) -> None:
-    """Test that connection_json and conninfo_from_connection give back the same parameters."""
-    params = {
-        "host": "/tmp/sock dir",
-        "user": user,
-        "password": password,
-        "dbname": dbname,
-        "port": str(port),
-        "sslmode": "disable",
-    }
-    value = localenv.connection_json(make_conninfo(**params))
-
-    assert conninfo_to_dict(localenv.conninfo_from_connection(value)) == params
-
-
-def test_conninfo_from_connection_rejects_a_uri() -> None:
-    """Test that a connection value that is not JSON is refused with the variable's name."""
-    with pytest.raises(ConfigurationError, match="AIRFLOW_CONN_PARALLEL_BATCH_DEFAULT is not"):
-        localenv.conninfo_from_connection("postgres://user@host/db")
 
 
 def test_airflow_environment_configures_airflow(tmp_path: Path) -> None:
@@ -113,14 +32,14 @@ def test_airflow_environment_configures_airflow(tmp_path: Path) -> None:
     assert env["AIRFLOW_HOME"] == str(tmp_path / "home")
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == str(tmp_path)
     assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == str(tmp_path / "home" / "plugins")
-    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == localenv.metadata_url(SOCKET_URL)
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == conninfo.metadata_url(SOCKET_URL)
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
     assert env["AIRFLOW__CORE__PARALLELISM"] == str(2 * localenv.TASKS_PER_CORE)
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "True"
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8123/execution/"
     assert env["AIRFLOW__API__PORT"] == "8123"
-    assert env[localenv.CONN_ENV] == localenv.connection_json(SOCKET_URL)
+    assert env[localenv.CONN_ENV] == conninfo.connection_json(SOCKET_URL)
 
 
 def test_airflow_environment_defaults_to_the_state_dir(
@@ -220,7 +139,7 @@ def test_prepare_airflow_migrates_and_creates_pool_and_schema(
     """Test that prepare creates and migrates the metadata DB, the pool and the data schema once."""
     localenv.prepare_airflow(metadata_env, pool_slots=3)
 
-    meta_url = localenv.libpq_url(metadata_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    meta_url = conninfo.libpq_url(metadata_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     with psycopg.connect(meta_url) as meta:
         assert meta.execute("SELECT version_num FROM alembic_version").fetchone() is not None
         slots = meta.execute("SELECT slots FROM slot_pool WHERE pool = 'parallel_batch'").fetchone()
@@ -243,20 +162,6 @@ def test_prepare_airflow_checks_arguments(tmp_path: Path) -> None:
         localenv.prepare_airflow({"AIRFLOW_HOME": str(tmp_path)}, pool_slots=0)
     with pytest.raises(ValueError, match="env must set AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
         localenv.prepare_airflow({"AIRFLOW_HOME": str(tmp_path)})
-
-
-def test_ensure_database_creates_once(pg_url: str) -> None:
-    """Test that ensure_database creates a missing database and then leaves it alone."""
-    name = f"pbtest_ensure_{uuid.uuid4().hex[:12]}"
-    url = make_conninfo(pg_url, dbname=name)
-    try:
-        assert localenv.ensure_database(url) is True
-        assert localenv.ensure_database(url) is False
-    finally:
-        with psycopg.connect(make_conninfo(pg_url, dbname="postgres"), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def test_run_airflow_cli_reports_a_failure(tmp_path: Path) -> None:

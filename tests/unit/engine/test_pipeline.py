@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import threading
 import time
 from collections import Counter
@@ -19,23 +18,6 @@ from hypothesis import strategies as st
 from parallel_batch.engine.pipeline import Pipeline, Stage, StageStatistics
 from parallel_batch.engine.retry import FailedItem, RetryPolicy
 from parallel_batch.exceptions import StageOutputError
-
-# -- functions for "process" stages: module level, so worker processes can import them -------
-
-
-def parse_int(item: str) -> int | None:
-    """Parse an int; "" is dropped, "die" kills the worker process, anything else non-numeric raises."""
-    if item == "die":
-        os._exit(7)
-    if item == "":
-        return None
-    return int(item)
-
-
-def negate_batch(items: list[int]) -> list[int | None]:
-    """Negate each item of a batch; drop multiples of 10."""
-    return [None if item % 10 == 0 else -item for item in items]
-
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -579,20 +561,13 @@ def _plain(x: int) -> int:
         ({"name": "", "fn": _coro}, r"^name must be a non-empty string$"),
         ({"name": "a", "fn": 3}, r"^stage 'a': fn must be callable$"),
         ({"name": "a", "fn": _coro, "concurrency": 0}, r"^concurrency must be greater than 0$"),
-        (
-            {"name": "a", "fn": _coro, "kind": "gpu"},
-            r"^kind must be one of 'async', 'thread', 'process'$",
-        ),
+        ({"name": "a", "fn": _coro, "kind": "process"}, r"^kind must be 'async' or 'thread'$"),
         ({"name": "a", "fn": _coro, "batch_size": 0}, r"^batch_size must be greater than 0$"),
         ({"name": "a", "fn": _coro, "retry": 3}, r"^retry must be a RetryPolicy or None$"),
         ({"name": "a", "fn": _plain}, r"^stage 'a': kind 'async' needs a coroutine function"),
         (
             {"name": "a", "fn": _coro, "kind": "thread"},
             r"^stage 'a': a coroutine function needs kind 'async'",
-        ),
-        (
-            {"name": "a", "fn": lambda x: x, "kind": "process"},
-            r"^stage 'a': kind 'process' needs a picklable fn",
         ),
     ],
 )
@@ -620,47 +595,3 @@ def test_that_invalid_pipelines_are_rejected(
     """Test that an empty pipeline, duplicate names and a bad queue_size raise ValueError."""
     with pytest.raises(ValueError, match=message):
         Pipeline(stages, **kwargs)
-
-
-# -- "process" stages through the real WorkerPool -------------------------------------------
-
-
-def test_that_process_stages_run_in_the_real_worker_pool_and_isolate_crashes() -> None:
-    """Test that per-item and batch process stages work, with raised and crashed items failed."""
-    from parallel_batch.engine.pool import WorkerPool
-
-    async def strip(x: str) -> str:
-        return x.strip()
-
-    items = [" 1", "2 ", "x", "", "die", "30", "4", "5", "6", "70", "8"]
-    with WorkerPool(max_workers=2) as pool:
-        pipeline = Pipeline(
-            [
-                Stage("strip", strip),
-                Stage("parse", parse_int, kind="process"),
-                Stage("negate", negate_batch, kind="process", batch_size=3, concurrency=2),
-            ],
-            pool=pool,
-            ordered=True,
-        )
-        outputs = collect(pipeline, items)
-        crashed_workers = pool.statistics().crashed_workers
-
-    assert outputs == [-1, -2, -4, -5, -6, -8]
-    stats = pipeline.statistics()
-    assert stats["parse"][:4] == (11, 8, 1, 2)
-    assert stats["negate"][:4] == (8, 6, 2, 0)
-    failures = {f.item: f for f in pipeline.failures}
-    assert set(failures) == {"x", "die"}
-    assert (failures["x"].stage, failures["x"].error_type) == ("parse", "ValueError")
-    assert (failures["die"].stage, failures["die"].error_type) == ("parse", "WorkerCrashedError")
-    assert crashed_workers >= 1
-
-
-def test_that_a_process_stage_without_a_pool_starts_and_closes_its_own() -> None:
-    """Test that a pipeline given no pool starts one for the run and leaves no worker behind."""
-    import multiprocessing
-
-    pipeline = Pipeline([Stage("parse", parse_int, kind="process", concurrency=1)])
-    assert sorted(collect(pipeline, ["3", "1", "2"])) == [1, 2, 3]
-    assert multiprocessing.active_children() == []

@@ -1,0 +1,286 @@
+"""A CSV file as a job's source: byte-range chunks and batches on record boundaries, typed records.
+
+::
+
+    CsvSource(path, schema, header)               stored with the job as JSON (with the file's
+        plan()        -> byte ranges on record     size and mtime: a file changed after planning
+                         boundaries (planner)      is refused, never read at stale offsets)
+        chunk_reader() -> CsvChunkReader
+            batches(after)   the chunk cut into ranges of about batch_rows records (plan_ranges,
+                             one scan of the chunk; each range knows its first line)
+            read(ref)        the range's records, typed, each error at its true starting line
+            split(ref, k)    a range cut into k ranges on record boundaries
+
+A checkpoint is ``{"offset": o, "line": l}``: the next record starts at byte ``o`` on line ``l``,
+so a resumed attempt seeks there directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any, NamedTuple
+
+from parallel_batch.core.source import ReadBatch
+from parallel_batch.exceptions import ConfigurationError
+from parallel_batch.sources.csv.files import FileIdentity
+from parallel_batch.sources.csv.planner import FileChunk, plan_csv_chunks, plan_ranges
+from parallel_batch.sources.csv.reader import read_csv_chunk, read_csv_header
+from parallel_batch.sources.csv.records import RecordError
+from parallel_batch.sources.csv.scan import iter_blocks
+from parallel_batch.sources.csv.schema import CsvColumn, CsvSchema
+from parallel_batch.store.deadletters import DeadLetter
+
+__all__ = ["READER_ERRORS", "CsvBatchRef", "CsvChunkReader", "CsvSource", "line_key"]
+
+# error_type of a dead letter, by what is wrong with the record (the status view groups by it).
+READER_ERRORS = {
+    "encoding": "CsvEncodingError",
+    "quoting": "CsvQuotingError",
+    "field_count": "CsvFieldCountError",
+    "value": "CsvValueError",
+    "too_long": "CsvRecordTooLongError",
+}
+# Records read from the first chunk to estimate records per line and bytes per record. Larger:
+# a closer estimate; smaller: a faster plan. It sizes batches and feeds progress and ETAs.
+SAMPLE_RECORDS = 2_000
+_COUNT_BLOCK_BYTES = 4 << 20
+# The smallest batch range in bytes (a batch of a few records costs a commit each).
+MIN_BATCH_BYTES = 16 << 10
+
+
+def line_key(line: int) -> str:
+    """The dead-letter item key of the record starting on ``line``."""
+    return f"line:{line}"
+
+
+def _no_nul(value: str) -> str:
+    # jsonb cannot hold NUL: a record with one must still become a dead letter
+    return value.replace("\x00", "\\u0000")
+
+
+def record_letter(error: RecordError) -> DeadLetter:
+    """The dead letter of a record that could not be read."""
+    return DeadLetter(
+        item_key=line_key(error.line),
+        line_number=error.line,
+        payload={"raw": _no_nul(error.raw)},
+        error_type=READER_ERRORS.get(error.kind, READER_ERRORS["value"]),
+        message=error.reason,
+    )
+
+
+class CsvBatchRef(NamedTuple):
+    """A batch of a CSV chunk: the records in bytes ``[start, end)``.
+
+    :param first_line: the line its first record starts on.
+    :param next_line: the line the record after it starts on.
+    """
+
+    start: int
+    end: int
+    first_line: int
+    next_line: int
+
+
+@dataclass(frozen=True)
+class CsvSource:
+    """A CSV file read as typed records.
+
+    :param path: the file, as every chunk task sees it.
+    :param schema: the CSV's columns in file order (header names), with their kinds.
+    :param names: the name each column's values go by (the target column it loads into);
+        default: its header name.
+    :param header: whether the first record is a header.
+    :param identity: the file's size and mtime when the job was planned (set by :meth:`plan`).
+    :param record_bytes: bytes per record in the plan's sample (sizes the batches).
+    """
+
+    path: str
+    schema: CsvSchema
+    names: tuple[str, ...] = ()
+    header: bool = True
+    identity: FileIdentity | None = None
+    record_bytes: float = 100.0
+
+    kind = "csv"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path:
+            raise ValueError("path must not be empty")
+        names = tuple(self.names) or self.schema.names
+        if len(names) != len(self.schema.columns):
+            raise ValueError("names must give one name per CSV column")
+        object.__setattr__(self, "names", names)
+
+    @property
+    def name(self) -> str:
+        return self.path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "schema": [
+                {"name": c.name, "kind": c.kind, "required": c.required}
+                for c in self.schema.columns
+            ],
+            "names": list(self.names),
+            "header": self.header,
+            "identity": None if self.identity is None else self.identity.to_dict(),
+            "record_bytes": self.record_bytes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CsvSource:
+        identity = data.get("identity")
+        return cls(
+            path=data["path"],
+            schema=CsvSchema([CsvColumn(**column) for column in data["schema"]]),
+            names=tuple(data.get("names") or ()),
+            header=bool(data.get("header", True)),
+            identity=None if identity is None else FileIdentity.from_dict(identity),
+            record_bytes=float(data.get("record_bytes", 100.0)),
+        )
+
+    def check_file(self) -> FileIdentity:
+        """Check that the file is there and readable, with the expected header.
+
+        :raises ConfigurationError: saying what is wrong (CsvHeaderError for the header).
+        """
+        identity = FileIdentity.of(self.path)
+        if self.header:
+            self.schema.check_header(read_csv_header(self.path))
+        return identity
+
+    def plan(
+        self,
+        conninfo: str | None,
+        *,
+        chunks: int | None,
+        chunk_size: int | None,
+        max_chunks: int,
+    ) -> list[dict[str, Any]]:
+        """Plan byte ranges; the entries carry the records each holds (estimated)."""
+        self.check_file()
+        planned = plan_csv_chunks(
+            self.path,
+            chunks=chunks,
+            chunk_bytes=None if chunks is not None else chunk_size,
+            max_chunks=max_chunks,
+            has_header=self.header,
+        )
+        estimates, _ = self.estimate(planned)
+        return [
+            {**chunk.to_dict(), "rows": rows}
+            for chunk, rows in zip(planned, estimates, strict=True)
+        ]
+
+    def planned(self) -> CsvSource:
+        """This source with the file's identity and the bytes per record of a sample: what a job
+        stores so its chunks read the file it planned on, in batches of the right size."""
+        identity = self.check_file()
+        sample = plan_csv_chunks(self.path, chunks=1, has_header=self.header)
+        _, record_bytes = self.estimate(sample)
+        return CsvSource(
+            self.path, self.schema, self.names, self.header, identity, record_bytes or 100.0
+        )
+
+    def estimate(self, chunks: list[FileChunk]) -> tuple[list[int], float | None]:
+        """Estimate each chunk's records (its lines times the records per line of a sample from
+        the first chunk) and the bytes per record; progress, ETAs and batch sizes only."""
+        if not chunks:
+            return [], None
+        lines = [b.first_line - a.first_line for a, b in pairwise(chunks)]
+        last = chunks[-1]
+        with open(self.path, "rb") as stream:
+            newlines = 0
+            ends_with_newline = True
+            for _, block in iter_blocks(stream, last.start, last.end, _COUNT_BLOCK_BYTES):
+                newlines += block.count(b"\n")
+                ends_with_newline = block.endswith(b"\n")
+        lines.append(newlines + (0 if ends_with_newline else 1))
+        first = chunks[0]
+        sample_chunk, _ = plan_ranges(
+            self.path, first, step_bytes=max(int(SAMPLE_RECORDS * self.record_bytes), 1)
+        )
+        sample = next(
+            iter(read_csv_chunk(self.path, sample_chunk[0], self.schema, batch_rows=1 << 30)), None
+        )
+        ratio, record_bytes = 1.0, None
+        if sample is not None and len(sample) and sample.end_line >= first.first_line:
+            ratio = len(sample) / (sample.end_line - first.first_line + 1)
+            record_bytes = sample_chunk[0].size / len(sample)
+        return [max(1, round(n * ratio)) for n in lines], record_bytes
+
+    def chunk_reader(self, conninfo: str | None, entry: dict[str, Any]) -> CsvChunkReader:
+        if self.identity is not None:
+            self.identity.check(self.path)
+        return CsvChunkReader(
+            self.path,
+            FileChunk.from_dict(entry),
+            self.schema,
+            self.names,
+            self.record_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class CsvChunkReader:
+    """Reads one chunk of a CSV file; plain data, so it pickles to the pool's workers."""
+
+    path: str
+    chunk: FileChunk
+    schema: CsvSchema
+    names: tuple[str, ...]
+    record_bytes: float
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.names
+
+    def batches(self, after: Any, batch_rows: int) -> Iterator[CsvBatchRef]:
+        start = self.chunk
+        if after is not None:
+            if not isinstance(after, dict) or "offset" not in after or "line" not in after:
+                raise ConfigurationError(
+                    f"chunk {self.chunk.chunk_id} has a checkpoint this version cannot resume "
+                    f"({after!r}); start the job over with full_refresh=true"
+                )
+            if int(after["offset"]) >= self.chunk.end:
+                return iter(())
+            start = FileChunk(int(after["offset"]), self.chunk.end, int(after["line"]))
+        step = max(int(batch_rows * self.record_bytes), MIN_BATCH_BYTES)
+        return self._refs(start, step)
+
+    def _refs(self, chunk: FileChunk, step: int) -> Iterator[CsvBatchRef]:
+        ranges, next_line = plan_ranges(self.path, chunk, step_bytes=step)
+        lines = [r.first_line for r in ranges[1:]] + [next_line]
+        for part, after in zip(ranges, lines, strict=True):
+            yield CsvBatchRef(part.start, part.end, part.first_line, after)
+
+    def read(self, ref: CsvBatchRef) -> ReadBatch:
+        chunk = FileChunk(ref.start, ref.end, ref.first_line)
+        rows: list[tuple[Any, ...]] = []
+        lines: list[int] = []
+        errors: list[DeadLetter] = []
+        for batch in read_csv_chunk(self.path, chunk, self.schema, batch_rows=1 << 30):
+            rows.extend(record.values for record in batch.records)
+            lines.extend(record.line for record in batch.records)
+            errors.extend(map(record_letter, batch.errors))
+        return ReadBatch(rows, lines, errors)
+
+    def split(self, ref: CsvBatchRef, parts: int) -> Sequence[CsvBatchRef] | None:
+        chunk = FileChunk(ref.start, ref.end, ref.first_line)
+        refs = list(self._refs(chunk, max((ref.end - ref.start) // parts, 1)))
+        return refs if len(refs) > 1 else None
+
+    def position(self, ref: CsvBatchRef) -> dict[str, int]:
+        return {"offset": ref.end, "line": ref.next_line}
+
+    def item_key(self, batch: ReadBatch, index: int) -> str:
+        assert batch.lines is not None
+        return line_key(batch.lines[index])
+
+    def close(self) -> None:
+        pass
