@@ -18,3 +18,7 @@ RUN pip install --no-cache-dir \
         /opt/parallel-batch
 
 COPY --chown=airflow:root dags /opt/airflow/dags
+# What the DAGs use (the demo tables' SQL, transforms, sample data), importable as `include.*`:
+# Airflow puts only dags/ and plugins/ on the Python path, so the project root goes there too.
+COPY --chown=airflow:root include /opt/airflow/include
+ENV PYTHONPATH=/opt/airflow

@@ -1,97 +1,69 @@
-"""Checkpoint cost, and the batch size that the runner uses by default.
+"""Checkpoint cost, and the batch size the chunk runner uses by default.
 
-- Cost: one chunk of ``demo.events`` -> ``demo.events_enriched`` (``demo.enrich_events``, binary
-  COPY into the target) run by ``run_table_chunk`` with a checkpoint in every batch's transaction
-  (fenced UPDATE of the chunk row, lease, completion), against the same read -> transform -> write
-  loop with a plain transaction per batch and no checkpoint at all. Both run in this process
-  without read-ahead, in REPEATS back-to-back pairs (A B, B A, ...) so that background load and
-  the server's own checkpoints hit both alike; goal: the best run with checkpoints at most 3%
-  slower than the best run without (the median pair is reported beside it).
-  Beside it, the checkpoint's statements timed alone (commit_batch against a plain transaction,
-  many times: far less noisy on shared cores) as a share of a plain run, and the runner's
-  default (one batch read ahead on a thread).
-- Batch size: the runner at 1k .. 50k rows per batch, each size in a fresh subprocess, for rows/s,
-  peak RSS and the checkpoint cost at that size; this is what DEFAULT_BATCH_ROWS is chosen from.
+One chunk of ``demo.events`` (ROWS rows) -> ``demo.events_enriched`` (the demo's batch transform
+``include.transforms.events:enrich_events``, binary COPY into the target), each run in a process
+of its own::
 
-Runs on the embedded server (or PARALLEL_BATCH_DATABASE_URL) in a database of its own, dropped
-at the end.
+    checked   core.runner.run_chunk in process: lease, the batches prepared on a read-ahead
+              thread one ahead, a fenced checkpoint in every batch's transaction, completion
+    plain     the same reader, core.prepare, read-ahead thread and write_rows, a plain
+              transaction per batch: no lease, no checkpoint, no completion
+    pool      run_chunk with a WorkerPool(1), as a chunk task runs it (the worker started, the
+              core and the transform imported in it, before the clock)
+
+- Cost: ``checked`` against ``plain`` in REPEATS back-to-back pairs (A B, B A, ...) so that
+  background load and the server's own checkpoints hit both alike; goal: the best checked run
+  at most COST_GOAL_PERCENT slower than the best plain one (every pair is reported beside it).
+  Beside it, the checkpoint's statement timed alone (``commit_batch`` against a plain
+  transaction, BATCHES_ALONE times: far less noisy on shared cores) as a share of a plain run,
+  and the chunk task's default (``pool``).
+- Batch size: ``plain`` then ``checked`` at SWEEP_SIZES rows per batch, each size in a fresh
+  process, for rows/s, peak RSS (VmHWM) and the checkpoint cost at that size: what
+  DEFAULT_BATCH_ROWS is chosen from.
+
+Sizes scale with PB_BENCH_SCALE; the load average is recorded with the figures.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from typing import Any
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bench.common import Result, peak_rss_mib
-from parallel_batch.core.batch_transform import BatchTransformer
-from parallel_batch.core.runner import TableJobSpec, run_table_chunk
-from parallel_batch.core.table_job import DEFAULT_BATCH_ROWS
+from bench.common import (
+    Result,
+    child_main,
+    load_average,
+    run_child,
+    scaled,
+    scratch_database,
+    vm_hwm_mib,
+)
+from parallel_batch.core.job import DEFAULT_BATCH_ROWS
 from parallel_batch.demo import events as demo
-from parallel_batch.local.config import database_url
+from parallel_batch.demo.tables import create_events_enriched
 from parallel_batch.sources.table.planner import TableChunk
-from parallel_batch.sources.table.reader import read_batches
-from parallel_batch.store.checkpoints import CheckpointStore, plan_from_chunks
-from parallel_batch.store.writer import write_rows
 
 SUITE = "checkpoints"
-ROWS = 150_000
+MODULE = "bench.bench_checkpoints"
+ROWS = scaled(150_000, 10_000)
 REPEATS = 5
 BATCHES_ALONE = 300
 COST_GOAL_PERCENT = 3.0
-SWEEP_ROWS = 100_000
+SWEEP_ROWS = scaled(100_000, 10_000)
 SWEEP_SIZES = (1_000, 5_000, 10_000, 50_000)
-ROOT = Path(__file__).resolve().parents[1]
+TRANSFORM = "include.transforms.events:enrich_events"
 WHOLE_TABLE = TableChunk(lower=None, upper=None, rows=0)
-
-
-def _spec(batch_rows: int) -> TableJobSpec:
-    return TableJobSpec(
-        source_table="demo.events",
-        target_table="demo.events_enriched",
-        key_column="id",
-        source_columns=demo.EVENTS_COLUMNS,
-        target_columns=demo.ENRICHED_COLUMNS,
-        write_mode="copy",
-        batch_rows=batch_rows,
-    )
-
-
-@contextmanager
-def _database() -> Iterator[str]:
-    server = database_url()
-    name = f"pbbench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    params = conninfo_to_dict(server)
-    params["dbname"] = name
-    try:
-        yield make_conninfo("", **params)
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def _seed(url: str, rows: int) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         demo.seed_events(conn, rows)
-        demo.create_events_enriched(conn)
+        create_events_enriched(conn)
         conn.execute("VACUUM ANALYZE demo.events")
-    with CheckpointStore.connect(url) as store:
-        store.ensure_schema()
 
 
 def _reset(url: str) -> None:
@@ -100,49 +72,69 @@ def _reset(url: str) -> None:
         conn.execute("CHECKPOINT")  # each run starts with no dirty buffers of the previous one
 
 
-def _with_checkpoints(url: str, batch_rows: int, read_ahead: int) -> float:
-    """The runner: lease, a fenced checkpoint in every batch's transaction, completion."""
+# ---------------------------------------------------------------- children (own processes)
+
+
+def _spec(url: str, batch_rows: int) -> Any:
+    from parallel_batch.core.job import JobSpec
+    from parallel_batch.core.planning import resolve_columns
+    from parallel_batch.core.transforms import TransformSpec
+    from parallel_batch.sources import TableSource
+
+    source = TableSource("demo.events", "id", demo.EVENTS_COLUMNS)
+    spec = JobSpec(source, "demo.events_enriched", TransformSpec(TRANSFORM, "batch"),
+                   write_mode="copy", batch_rows=batch_rows)  # fmt: skip
+    with psycopg.connect(url, autocommit=True) as conn:
+        return resolve_columns(conn, spec, source.columns)
+
+
+def _checked(url: str, batch_rows: int, workers: int = 0) -> float:
+    """The chunk runner (``workers``: a WorkerPool of that many, warmed before the clock)."""
+    import contextlib
+
+    from parallel_batch.core.runner import run_chunk
+    from parallel_batch.engine.pool import WorkerPool
+    from parallel_batch.store.checkpoints import CheckpointStore
+
+    spec = _spec(url, batch_rows)
     job_key = f"bench-{uuid.uuid4().hex[:8]}"
     with CheckpointStore.connect(url) as store:
-        store.ensure_job(job_key, kind="table", plan=plan_from_chunks([WHOLE_TABLE]))
-    started = time.perf_counter()
-    summary = run_table_chunk(
-        url, job_key, WHOLE_TABLE, _spec(batch_rows), demo.enrich_events, read_ahead=read_ahead
-    )
-    seconds = time.perf_counter() - started
-    assert summary.rows_written == summary.rows_read > 0
+        store.ensure_job(job_key, kind="table", plan=[WHOLE_TABLE.to_dict()],
+                         params={"spec": spec.to_dict()})  # fmt: skip
+    with WorkerPool(workers) if workers else contextlib.nullcontext() as pool:
+        if pool is not None:  # the worker started, the core and the transform imported
+            pool.submit(exec, f"import parallel_batch.core.prepare, {TRANSFORM.split(':')[0]}")
+            pool.submit(int).result()
+        started = time.perf_counter()
+        summary = run_chunk(spec, job_key, WHOLE_TABLE.to_dict(), conninfo=url, pool=pool)
+        seconds = time.perf_counter() - started
+    assert summary.rows_written == summary.rows_read > 0 and summary.reconciles
     return seconds
 
 
-def _without_checkpoints(url: str, batch_rows: int) -> float:
-    """The same read -> transform -> COPY loop, a plain transaction per batch, no checkpoint."""
-    spec = _spec(batch_rows)
-    transformer = BatchTransformer(demo.enrich_events)
+def _plain(url: str, batch_rows: int) -> float:
+    """The same read -> prepare -> COPY loop, a plain transaction per batch, no checkpoint."""
+    from parallel_batch.core.prepare import BatchWork, prepare
+    from parallel_batch.core.target import Target
+    from parallel_batch.engine.readahead import ReadAhead
+    from parallel_batch.store.writer import write_rows
+
+    spec = _spec(url, batch_rows)
     written = 0
-    started = time.perf_counter()
-    with (
-        psycopg.connect(url, autocommit=True) as read_conn,
-        psycopg.connect(url, autocommit=True) as write_conn,
-    ):
-        for batch in read_batches(
-            read_conn,
-            spec.source_table,
-            spec.source_columns,
-            spec.key_column,
-            chunk=WHOLE_TABLE,
-            after_key=None,
-            batch_rows=batch_rows,
-        ):
-            result = transformer.transform(batch)
-            with write_conn.transaction():
-                written += write_rows(
-                    write_conn,
-                    spec.target_table,
-                    spec.target_columns,
-                    result.outputs,
-                    mode=spec.write_mode,
-                )
-    seconds = time.perf_counter() - started
+    started = time.perf_counter()  # from its connection on, as run_chunk's from its store's
+    with psycopg.connect(url, autocommit=True) as conn:
+        target = Target.resolve(conn, spec.target_table, columns=spec.target_columns,
+                                key_columns=spec.key_columns, write_mode=spec.write_mode)  # fmt: skip
+        reader = spec.source.chunk_reader(url, WHOLE_TABLE.to_dict())
+        work = BatchWork(reader, spec.transform, target)
+        batches = ((ref, prepare(work, ref)) for ref in reader.batches(None, batch_rows))
+        with ReadAhead(batches, depth=1) as ahead:
+            for _, prepared in ahead:
+                with conn.transaction():
+                    written += write_rows(conn, target.table, target.columns, prepared.data,
+                                          mode=target.write_mode)  # fmt: skip
+        reader.close()
+        seconds = time.perf_counter() - started
     assert written > 0
     return seconds
 
@@ -151,14 +143,17 @@ def _statement_overhead(url: str) -> float:
     """Seconds a checkpoint adds to one batch's transaction, measured alone (low noise).
 
     The difference between BATCHES_ALONE transactions that insert one row and commit a
-    checkpoint (fenced UPDATE, rows_written UPDATE) and as many that only insert the row (so that
-    both commits flush the WAL, as every real batch's does), per transaction.
+    checkpoint (the fenced UPDATE of the chunk row, which also counts the rows written) and as
+    many that only insert the row (so that both commits flush the WAL, as every real batch's
+    does), per transaction.
     """
+    from parallel_batch.store.checkpoints import CheckpointStore
+
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS bench_scratch (n int)")
     job_key = f"bench-alone-{uuid.uuid4().hex[:8]}"
     with CheckpointStore.connect(url) as store:
-        store.ensure_job(job_key, kind="table", plan=plan_from_chunks([WHOLE_TABLE]))
+        store.ensure_job(job_key, kind="table", plan=[WHOLE_TABLE.to_dict()])
         lease = store.acquire(job_key, WHOLE_TABLE.chunk_id)
         conn = store.conn
         plain: list[float] = []
@@ -171,7 +166,8 @@ def _statement_overhead(url: str) -> float:
             plain.append(time.perf_counter() - started)
             started = time.perf_counter()
             for key in range(BATCHES_ALONE):
-                store.commit_batch(lease, last_key=key, rows_read=1, write=_insert_one)
+                store.commit_batch(lease, last_key=key, rows_read=1, write=_insert_one,
+                                   rows_written=1)  # fmt: skip
             checked.append(time.perf_counter() - started)
         store.release(lease)
     return (min(checked) - min(plain)) / BATCHES_ALONE
@@ -182,24 +178,42 @@ def _insert_one(conn: psycopg.Connection) -> int:
     return 1
 
 
-def _cost() -> list[Result]:
-    with _database() as url:
-        _seed(url, ROWS)
+def _child(args: list[str]) -> dict[str, Any]:
+    mode, url = args[0], args[1]
+    if mode == "alone":
+        return {"seconds": _statement_overhead(url)}
+    batch_rows = int(args[2])
+    if mode == "sweep":  # one size: plain, then checked, in this process
         _reset(url)
-        _without_checkpoints(url, DEFAULT_BATCH_ROWS)  # warm the cache and the code paths
+        plain = _plain(url, batch_rows)
+        _reset(url)
+        checked = _checked(url, batch_rows)
+        return {"plain": plain, "checked": checked, "peak_rss_mib": vm_hwm_mib()}
+    runs = {"plain": _plain, "checked": _checked, "pool": lambda u, b: _checked(u, b, 1)}
+    return {"seconds": runs[mode](url, batch_rows), "peak_rss_mib": vm_hwm_mib()}
+
+
+# ---------------------------------------------------------------- the runs
+
+
+def _timed(url: str, mode: str, batch_rows: int = DEFAULT_BATCH_ROWS) -> float:
+    _reset(url)
+    seconds: float = run_child(MODULE, mode, url, str(batch_rows))["seconds"]
+    return seconds
+
+
+def _cost() -> list[Result]:
+    with scratch_database("pb_bench_checkpoints") as (url, _):
+        _seed(url, ROWS)
+        _timed(url, "plain")  # warm the cache
         plain: list[float] = []
         checked: list[float] = []
         for repeat in range(REPEATS):
-            order = ("plain", "checked") if repeat % 2 == 0 else ("checked", "plain")
-            for variant in order:
-                _reset(url)
-                if variant == "plain":
-                    plain.append(_without_checkpoints(url, DEFAULT_BATCH_ROWS))
-                else:
-                    checked.append(_with_checkpoints(url, DEFAULT_BATCH_ROWS, read_ahead=0))
-        _reset(url)
-        ahead = _with_checkpoints(url, DEFAULT_BATCH_ROWS, read_ahead=1)
-        per_batch = _statement_overhead(url)
+            for variant in ("plain", "checked") if repeat % 2 == 0 else ("checked", "plain"):
+                (plain if variant == "plain" else checked).append(_timed(url, variant))
+        pool = _timed(url, "pool")
+        per_batch = run_child(MODULE, "alone", url)["seconds"]
+        load = load_average()
     # Load from other processes only ever slows a run down: the best run of each variant is the
     # least disturbed one, and their ratio the goal's figure. The pairs (back to back) are kept.
     ratios = sorted(c / p for c, p in zip(checked, plain, strict=True))
@@ -216,94 +230,50 @@ def _cost() -> list[Result]:
         "median_pair_cost_percent": 100.0 * (statistics.median(ratios) - 1.0),
         "checkpoint_ms_per_batch": per_batch * 1000.0,
         "estimated_cost_percent": estimate,
+        "load_average": load,
     }
-    print(
-        f"   checkpoint: {per_batch * 1000:.2f} ms per batch alone, {estimate:.2f}% of a plain "
-        f"run; pairs {extra['pair_cost_percent']}",
-        flush=True,
-    )
+    print(f"   checkpoint: {per_batch * 1000:.2f} ms per batch alone, {estimate:.2f}% of a plain "
+          f"run; pairs {extra['pair_cost_percent']}", flush=True)  # fmt: skip
     return [
-        Result(
-            SUITE,
-            f"checkpoint cost at batch_rows={DEFAULT_BATCH_ROWS}",
-            cost,
-            "%",
-            baseline=0.0,
-            goal=f"<= {COST_GOAL_PERCENT:g}%",
-            passed=cost <= COST_GOAL_PERCENT,
-            extra=extra,
-        ),
-        Result(
-            SUITE,
-            "checkpoint cost, statements alone (estimate)",
-            estimate,
-            "%",
-            goal=f"<= {COST_GOAL_PERCENT:g}%",
-            passed=estimate <= COST_GOAL_PERCENT,
-            extra={"ms_per_batch": per_batch * 1000.0},
-        ),
-        Result(
-            SUITE,
-            "runner, checkpoint every batch (rows/s)",
-            ROWS / statistics.median(checked),
-            "rows/s",
-            baseline=ROWS / plain_s,
-            extra={"baseline": "same loop, no checkpoint"},
-        ),
-        Result(
-            SUITE,
-            "runner default, read-ahead 1 (rows/s)",
-            ROWS / ahead,
-            "rows/s",
-            baseline=ROWS / plain_s,
-        ),
-    ]
-
-
-def _sweep_one(url: str, batch_rows: int) -> dict[str, float]:
-    """Run in a fresh subprocess: one size, checkpointed and plain, and this process's peak RSS."""
-    _reset(url)
-    plain = _without_checkpoints(url, batch_rows)
-    _reset(url)
-    checked = _with_checkpoints(url, batch_rows, read_ahead=1)
-    return {"plain": plain, "checked": checked, "peak_rss_mib": peak_rss_mib()}
+        Result(SUITE, f"checkpoint cost at batch_rows={DEFAULT_BATCH_ROWS}", cost, "%",
+               baseline=0.0, goal=f"<= {COST_GOAL_PERCENT:g}%", passed=cost <= COST_GOAL_PERCENT,
+               extra=extra),
+        Result(SUITE, "checkpoint cost, statements alone (estimate)", estimate, "%",
+               goal=f"<= {COST_GOAL_PERCENT:g}%", passed=estimate <= COST_GOAL_PERCENT,
+               extra={"ms_per_batch": per_batch * 1000.0, "load_average": load}),
+        Result(SUITE, "run_chunk in process, checkpoint every batch", ROWS / statistics.median(
+               checked), "rows/s", baseline=ROWS / plain_s,
+               extra={"baseline": "same loop, no checkpoint", "load_average": load}),
+        Result(SUITE, "run_chunk, WorkerPool(1) (a chunk task's default)", ROWS / pool, "rows/s",
+               baseline=ROWS / plain_s, extra={"load_average": load}),
+    ]  # fmt: skip
 
 
 def _sweep() -> list[Result]:
     results: list[Result] = []
-    with _database() as url:
+    with scratch_database("pb_bench_checkpoints") as (url, _):
         _seed(url, SWEEP_ROWS)
         for batch_rows in SWEEP_SIZES:
-            out = subprocess.run(
-                [sys.executable, "-m", "bench.bench_checkpoints", "--sweep-one", str(batch_rows)],
-                input=url,
-                capture_output=True,
-                text=True,
-                cwd=ROOT,
-                check=True,
-            )
-            figures = json.loads(out.stdout.strip().splitlines()[-1])
+            figures = run_child(MODULE, "sweep", url, str(batch_rows))
+            rate, plain = SWEEP_ROWS / figures["checked"], SWEEP_ROWS / figures["plain"]
             results.append(
                 Result(
                     SUITE,
-                    f"runner at batch_rows={batch_rows} (rows/s)",
-                    SWEEP_ROWS / figures["checked"],
+                    f"run_chunk at batch_rows={batch_rows} (rows/s)",
+                    rate,
                     "rows/s",
-                    baseline=SWEEP_ROWS / figures["plain"],
+                    baseline=plain,
                     extra={
                         "peak_rss_mib": figures["peak_rss_mib"],
                         "checkpoint_cost_percent": 100.0
                         * (figures["checked"] / figures["plain"] - 1.0),
                         "default": batch_rows == DEFAULT_BATCH_ROWS,
+                        "load_average": load_average(),
                     },
                 )
             )
-            print(
-                f"   batch_rows={batch_rows:>6}: {SWEEP_ROWS / figures['checked']:>9,.0f} rows/s "
-                f"(plain {SWEEP_ROWS / figures['plain']:,.0f}), "
-                f"peak RSS {figures['peak_rss_mib']:.0f} MiB",
-                flush=True,
-            )
+            print(f"   batch_rows={batch_rows:>6}: {rate:>9,.0f} rows/s (plain {plain:,.0f}), "
+                  f"peak RSS {figures['peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
     return results
 
 
@@ -312,14 +282,5 @@ def run() -> list[Result]:
     return _cost() + _sweep()
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sweep-one", type=int, required=True, metavar="BATCH_ROWS")
-    args = parser.parse_args(argv)
-    url = sys.stdin.read().strip()
-    print(json.dumps(_sweep_one(url, args.sweep_one)))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    child_main(MODULE, _child)

@@ -6,28 +6,28 @@
     pass of the ``csv`` module over the whole file (it knows record boundaries; a byte split does
     not). Goal: at least PLANNER_GOAL x its MB/s. Beside it: ``bytes.count`` over the file (the
     read floor).
-(c) Reader: ``read_csv_chunk`` over all chunks (batch_rows=BATCH_ROWS), records and errors per
-    second. Baseline: the hand-written single pass a user would write: ``csv.reader`` over the
+(c) Reader: what chunk tasks do, over all chunks: the CSV source's chunk reader cuts each
+    chunk into batch ranges of about BATCH_ROWS records (``plan_ranges``) and reads each
+    (``read_csv_chunk`` of the range, errors as dead letters), records and errors per second;
+    beside it ``read_csv_chunk`` over each whole chunk (what the reader builds on). Baseline: the hand-written single pass a user would write: ``csv.reader`` over the
     file and the same conversions per row in a try/except (no line numbers, a bad byte would fail
     the whole file: it decodes with surrogateescape and lets such rows through). Goal: at least
     READER_GOAL x its rate: ours also finds each record's starting line, decodes each record
     apart (one bad byte costs one record), checks emails, digits, ranges and finiteness, gives
-    reasons, and builds a CsvRecord per record. Beside it, the alternatives the reader was
+    reasons, and builds the records' tuples and dead letters. Beside it, the alternatives the reader was
     chosen from: pandas' C parser (dtype=str, no line numbers; alone, then with the same
     conversion to tuples as ours) and one record at a time (scanner + ``parse_record``).
-(d) Peak memory: plan + read everything, 200k and 2M records (the 200k file's records ten
-    times over), each in a subprocess of its own, peak RSS from VmHWM. Goal: 2M's within
-    MEMORY_SLACK_MIB of 200k's.
+(d) Peak memory: plan + read everything through the chunk reader, ROWS and 10 x ROWS records
+    (the first file's records ten times over), each in a subprocess of its own, peak RSS from
+    VmHWM. Goal: the larger's within MEMORY_SLACK_MIB of the smaller's.
 
-Rates are the best of REPEATS runs, compared ones run in turns (the 2 cores are shared).
+Rates are the best of REPEATS runs, compared ones run in turns (the 2 cores are shared). Sizes
+scale with PB_BENCH_SCALE.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,22 +35,24 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-from bench.common import Result, peak_rss_mib
+from bench.common import Result, child_main, run_child, scaled, vm_hwm_mib
 from parallel_batch.demo.csv_file import write_customers_csv
 from parallel_batch.sources.csv.planner import plan_csv_chunks
 from parallel_batch.sources.csv.reader import read_csv_chunk
 from parallel_batch.sources.csv.records import parse_record
 from parallel_batch.sources.csv.scan import QuoteScanner
 from parallel_batch.sources.csv.schema import CUSTOMERS_SCHEMA
+from parallel_batch.sources.csv.source import CsvSource
 
 SUITE = "csv"
-ROWS = 200_000
-BIG_ROWS = 2_000_000
+MODULE = "bench.bench_csv"
+ROWS = scaled(200_000, 10_000)
+BIG_ROWS = 10 * ROWS
 BAD_EVERY = 100
 BATCH_ROWS = 5_000
 CHUNKS = 16
 REPEATS = 3
-GENERATE_GOAL_S = 5.0
+GENERATE_GOAL_S = 5.0 * ROWS / 200_000  # 5 s for 200,000 records
 PLANNER_GOAL = 5.0
 READER_GOAL = 0.4  # it does more than the baseline: see (c)
 MEMORY_SLACK_MIB = 16.0
@@ -68,16 +70,23 @@ def _best(*works: Callable[[], object], repeats: int = REPEATS) -> list[float]:
     return best
 
 
-def _vm_hwm_mib() -> float:
-    """This process's peak RSS. Not ru_maxrss: Linux carries the parent's over into a child."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return peak_rss_mib()  # pragma: no cover  # not Linux
+def _source(path: Path) -> CsvSource:
+    """The demo file as a job's source, with the bytes per record its plan measures."""
+    return CsvSource(str(path), CUSTOMERS_SCHEMA).planned()
 
 
-def _read_all(path: Path, chunks: int = CHUNKS) -> int:
+def _read_all(source: CsvSource, chunks: int = CHUNKS) -> int:
+    """Plan the chunks, then read each as a chunk task does: batch ranges, each read."""
+    done = 0
+    for chunk in plan_csv_chunks(source.path, chunks=chunks):
+        reader = source.chunk_reader(None, chunk.to_dict())
+        for ref in reader.batches(None, BATCH_ROWS):
+            done += reader.read(ref).read
+    return done
+
+
+def _read_chunks(path: Path, chunks: int = CHUNKS) -> int:
+    """``read_csv_chunk`` over each whole chunk, BATCH_ROWS records a batch."""
     done = 0
     for chunk in plan_csv_chunks(path, chunks=chunks):
         for batch in read_csv_chunk(path, chunk, CUSTOMERS_SCHEMA, batch_rows=BATCH_ROWS):
@@ -165,15 +174,15 @@ def _one_by_one(path: Path) -> int:
 
 def _memory_child(path: str) -> dict[str, float]:
     """Runs in a subprocess of its own: plan and read the whole file, report peak RSS."""
-    baseline = _vm_hwm_mib()
+    baseline = vm_hwm_mib()
     started = time.perf_counter()
-    records = _read_all(Path(path))
+    records = _read_all(_source(Path(path)))
     seconds = time.perf_counter() - started
     return {
         "records": records,
         "seconds": seconds,
         "records_per_s": records / seconds,
-        "peak_rss_mib": _vm_hwm_mib(),
+        "peak_rss_mib": vm_hwm_mib(),
         "peak_rss_before_reading_mib": baseline,
     }
 
@@ -189,15 +198,7 @@ def _repeat_body(source: Path, target: Path, times: int) -> None:
 
 
 def _memory(path: Path) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.bench_csv", "--memory-child", str(path)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    result: dict[str, float] = json.loads(done.stdout)
-    return result
+    return run_child(MODULE, str(path))
 
 
 def run() -> list[Result]:
@@ -245,11 +246,14 @@ def run() -> list[Result]:
         print(f"   planner measured (csv module pass {csv_pass:.0f} MB/s)", flush=True)
 
         total = ROWS  # records and errors: one per record
-        ours_seconds, hand_seconds = _best(lambda: _read_all(path), lambda: _hand_written(path))
+        source = _source(path)
+        assert _read_all(source) == total
+        ours_seconds, hand_seconds = _best(lambda: _read_all(source), lambda: _hand_written(path))
         ours, hand = total / ours_seconds, total / hand_seconds
         others = {
             f"{name}_per_s": total / _best(work, repeats=1)[0]
             for name, work in [
+                ("read_csv_chunk_whole_chunks", lambda: _read_chunks(path)),
                 ("pandas_parse_only", lambda: _pandas(path, False)),
                 ("pandas_with_conversion", lambda: _pandas(path, True)),
                 ("one_record_at_a_time", lambda: _one_by_one(path)),
@@ -258,7 +262,7 @@ def run() -> list[Result]:
         results.append(
             Result(
                 SUITE,
-                f"reader, {CHUNKS} chunks, batches of {BATCH_ROWS:,}",
+                f"chunk reader, {CHUNKS} chunks, batches of {BATCH_ROWS:,}",
                 ours,
                 "records/s",
                 baseline=hand,
@@ -290,7 +294,4 @@ def run() -> list[Result]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--memory-child":
-        print(json.dumps(_memory_child(sys.argv[2])))
-    else:
-        raise SystemExit("usage: python -m bench csv")
+    child_main(MODULE, lambda args: _memory_child(args[0]))

@@ -55,11 +55,16 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.common import Result
-from parallel_batch.core.table_job import DEFAULT_BATCH_ROWS, TableJobSpec
-from parallel_batch.demo import events as demo
+from include.transforms import events as transforms
+from parallel_batch.core.job import DEFAULT_BATCH_ROWS, JobSpec
+from parallel_batch.core.planning import resolve_columns
+from parallel_batch.core.transforms import TransformSpec
+from parallel_batch.demo.events import EVENTS_COLUMNS, seed_events
+from parallel_batch.demo.tables import ENRICHED_TABLE, EVENTS_TABLE, create_events_enriched
 from parallel_batch.local.config import database_url
 from parallel_batch.sources.table.planner import TableChunk, plan_table_chunks
-from parallel_batch.store.checkpoints import CheckpointStore, plan_from_chunks
+from parallel_batch.sources.table.source import TableSource
+from parallel_batch.store.checkpoints import CheckpointStore
 
 SUITE = "table_dag"
 ROWS = int(os.environ.get("PB_BENCH_ROWS", "5000000"))
@@ -104,16 +109,20 @@ def _database() -> Iterator[tuple[str, str]]:
             )
 
 
-def _spec() -> TableJobSpec:
-    return TableJobSpec(
-        source_table=demo.EVENTS_TABLE,
-        target_table=demo.ENRICHED_TABLE,
-        key_column="id",
-        source_columns=demo.EVENTS_COLUMNS,
-        target_columns=demo.ENRICHED_COLUMNS,
-        write_mode="auto",  # as the DAG's plan stores it
+ENRICHED_COLUMNS = ("id", "user_id", "payload_sha256", "amount_cents", "created_at")
+
+
+def _spec(url: str) -> JobSpec:
+    """The DAG's job: the demo's batch transform, write mode auto (as the plan task stores it)."""
+    source = TableSource(EVENTS_TABLE, "id", EVENTS_COLUMNS)
+    spec = JobSpec(
+        source,
+        ENRICHED_TABLE,
+        TransformSpec("include.transforms.events:enrich_events", "batch"),
         batch_rows=DEFAULT_BATCH_ROWS,
     )
+    with psycopg.connect(url, autocommit=True) as conn:
+        return resolve_columns(conn, spec, source.columns)
 
 
 def _reset_target(url: str) -> None:
@@ -131,11 +140,16 @@ def _target_rows(url: str) -> int:
 def _plan(url: str, job_key: str, rows: int | None = None) -> list[TableChunk]:
     with psycopg.connect(url, autocommit=True) as conn:
         if rows is None:
-            planned = plan_table_chunks(conn, demo.EVENTS_TABLE, "id", chunk_rows=CHUNK_ROWS)
+            planned = plan_table_chunks(conn, EVENTS_TABLE, "id", chunk_rows=CHUNK_ROWS)
         else:  # the first `rows` keys only (ids are 1..ROWS)
             planned = [TableChunk(None, rows, rows)]
     with CheckpointStore.connect(url) as store:
-        store.ensure_job(job_key, kind="table", plan=plan_from_chunks(planned))
+        store.ensure_job(
+            job_key,
+            kind="table",
+            plan=[chunk.to_dict() for chunk in planned],
+            params={"spec": _spec(url).to_dict()},
+        )
     return planned
 
 
@@ -165,9 +179,9 @@ def _peak_rss_mib() -> float:
 
 def _child_baseline(url: str) -> dict[str, Any]:
     """(a): COPY out, enrich_event per row, COPY in; one process, one transaction."""
-    cols = ", ".join(demo.EVENTS_COLUMNS)
-    out_cols = ", ".join(demo.ENRICHED_COLUMNS)
-    enrich = demo.enrich_event
+    cols = ", ".join(EVENTS_COLUMNS)
+    out_cols = ", ".join(ENRICHED_COLUMNS)
+    enrich = transforms.enrich_event
     with (
         psycopg.connect(url, options=UTC_SESSION) as source,
         psycopg.connect(url, options=UTC_SESSION) as target,
@@ -178,10 +192,10 @@ def _child_baseline(url: str) -> dict[str, Any]:
         rows = 0
         with (
             source.cursor().copy(
-                f"COPY (SELECT {cols} FROM {demo.EVENTS_TABLE}) TO STDOUT (FORMAT BINARY)"
+                f"COPY (SELECT {cols} FROM {EVENTS_TABLE}) TO STDOUT (FORMAT BINARY)"
             ) as out,
             target.cursor().copy(
-                f"COPY {demo.ENRICHED_TABLE} ({out_cols}) FROM STDIN (FORMAT BINARY)"
+                f"COPY {ENRICHED_TABLE} ({out_cols}) FROM STDIN (FORMAT BINARY)"
             ) as into,
         ):
             out.set_types(IN_TYPES)
@@ -205,23 +219,21 @@ def _child_baseline(url: str) -> dict[str, Any]:
 def _child_chunks(url: str, job_key: str, workers: int) -> dict[str, Any]:
     """(b): run every chunk of the job nobody else holds, in plan order; ``workers`` 0: in
     process."""
-    from parallel_batch.core.runner import run_table_chunk
+    from parallel_batch.core.runner import run_chunk
     from parallel_batch.engine.pool import WorkerPool
     from parallel_batch.exceptions import ChunkBusyError
 
     with CheckpointStore.connect(url) as store:
         job = store.get_job(job_key)
     assert job is not None
-    chunks = [TableChunk.from_dict(entry) for entry in job.plan]
+    spec = _spec(url)
     started = time.perf_counter()
     cpu0 = time.process_time()
     rows = 0
     with WorkerPool(workers) if workers else contextlib.nullcontext() as pool:
-        for chunk in chunks:
+        for entry in job.plan:
             try:
-                summary = run_table_chunk(
-                    url, job_key, chunk, _spec(), demo.enrich_events, pool=pool, wait_timeout=0
-                )
+                summary = run_chunk(spec, job_key, entry, conninfo=url, pool=pool, wait_timeout=0)
             except ChunkBusyError:
                 continue  # the other process has it
             rows += summary.rows_this_attempt
@@ -260,27 +272,23 @@ class _NoCheckpointStore(CheckpointStore):
                     self.conn, lease.job_key, lease.chunk_id, kwargs["dead_letters"]
                 )
         lease.rows_read += kwargs["rows_read"]
+        lease.needs_reset = False
         return int(written)
 
 
 def _child_checkpoints(url: str, job_key: str, checkpoints: bool) -> dict[str, Any]:
     """(d): the in-process data plane over the job's one chunk, with or without checkpoints."""
-    from parallel_batch.core.batch_work import connect_reader
-    from parallel_batch.core.runner import process_table_chunk
+    from parallel_batch.core.runner import process_chunk
 
     with CheckpointStore.connect(url) as store:
         job = store.get_job(job_key)
     assert job is not None
-    (chunk,) = [TableChunk.from_dict(entry) for entry in job.plan]
+    (entry,) = job.plan
+    spec = _spec(url)
     store_class = _TimedStore if checkpoints else _NoCheckpointStore
-    with (
-        store_class.connect(url) as store,
-        connect_reader(url, application_name="bench reader") as read_conn,
-    ):
+    with store_class.connect(url) as store:
         started = time.perf_counter()
-        summary = process_table_chunk(
-            store, read_conn, job_key, chunk, _spec(), demo.enrich_events, conninfo=url
-        )
+        summary = process_chunk(store, spec, job_key, entry, source_conninfo=url)
         seconds = time.perf_counter() - started
     return {
         "rows": summary.rows_read,
@@ -495,8 +503,8 @@ def run() -> list[Result]:
     with _database() as (url, server):
         with psycopg.connect(url, autocommit=True) as conn:
             started = time.perf_counter()
-            demo.seed_events(conn, ROWS)
-            demo.create_events_enriched(conn)
+            seed_events(conn, ROWS)
+            create_events_enriched(conn)
         print(f"   seeded {ROWS:,} events in {time.perf_counter() - started:.1f} s", flush=True)
         common = {
             "rows": ROWS,

@@ -1,16 +1,16 @@
 """
 # parallel_batch_replay
 
-Replays the dead letters of a `parallel_batch_table` job after a fix: each pending dead letter
-of the job goes through the job's transform again (the one its jobs row stored), in worker
-processes; the ones that succeed are written to the job's target table and marked replayed in
-the same transaction, the ones that fail again stay dead letters with their attempts counted.
+Replays the dead letters of a job (of `parallel_batch_table`, `parallel_batch_csv` or your own)
+after a fix: each pending dead letter goes through the job's transform again (the one its jobs
+row stored); the ones that now pass are written to the job's target and marked replayed in the
+same transaction, the ones that fail again stay dead letters with their attempts counted.
 
 ## Params
 - `job_key` (required): the job, as the failed run's message or `parallel-batch status` shows it.
-- `replay_from`: `source` (default) reads each row as the source table holds it now, so a fix
-  of the data applies; `payload` replays the row as the dead letter stored it (after a fix of
-  the transform).
+- `replay_from`: `source` (default) reads each row as the source table holds it now, so a fix of
+  the data applies; `payload` replays the row as the dead letter stored it (after a fix of the
+  transform; the only way for a CSV job's records).
 - `max_failed_ratio` (default 0): the run fails when more than this share fails again.
 
 ## How to trigger
@@ -27,27 +27,21 @@ import datetime as dt
 
 from airflow.sdk import DAG
 
-from parallel_batch.airflow.operators import ReplayDeadLettersOperator
+from parallel_batch.airflow import POOL_NAME
 from parallel_batch.airflow.params import replay_params
-from parallel_batch.local.env import POOL_NAME
-
-DAG_ID = "parallel_batch_replay"
+from parallel_batch.airflow.replay import ReplayDeadLettersOperator
 
 with DAG(
-    dag_id=DAG_ID,
+    dag_id="parallel_batch_replay",
     schedule=None,
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     tags=["parallel_batch", "postgres", "example"],
-    default_args={
-        "owner": "parallel_batch",
-        "retries": 2,
-        "retry_delay": dt.timedelta(seconds=10),
-    },
+    default_args={"owner": "parallel_batch", "retries": 2, "retry_delay": dt.timedelta(seconds=10)},
     params=replay_params(),
     render_template_as_native_obj=True,
     doc_md=__doc__,
-) as dag:
+):
     ReplayDeadLettersOperator(
         task_id="replay",
         job_key="{{ params.job_key }}",

@@ -2,22 +2,23 @@
 # parallel_batch_table
 
 Processes a Postgres table in parallel, restartably and exactly once: `demo.events` into
-`demo.events_enriched` (SHA-256 of the payload, amount in cents) by default.
+`demo.events_enriched` (SHA-256 of the payload, amount in cents) by default, with the
+`ParallelTableJob` task group and the transform `include/transforms/events.py`.
 
 ```
-create_target (setup) -> plan -> process [one mapped task per chunk] -> summarize
+create_target (setup) -> events.plan -> events.process [one mapped task per chunk] -> events.summarize
 ```
 
-- **plan** checks the config (tables, key, columns, numbers) before any work and fails at once,
-  without retries, on a bad one; it creates the job (or reuses it: the same `job_key` always
-  gets the same plan back) and splits the rows into key-range chunks.
+- **plan** checks the config (tables, key, columns, transform) before any work and fails at once,
+  without retries, on a bad one; it creates the job (or reuses it: the same `job_key` always gets
+  the same plan back) and splits the rows into key-range chunks.
 - **process** runs once per chunk (named by its key range in the UI), in the `parallel_batch`
-  pool, transforming in worker processes. Each batch's output rows, dead letters and checkpoint
-  commit in one transaction: a retried or killed task resumes after its last batch, and a
-  completed chunk is skipped. A `poison:` row fails every attempt and goes to the dead letters;
-  a `crash:` row kills its worker process, which is replaced, and goes to the dead letters too.
-- **summarize** checks that every row is in the target or the dead letters and fails the run
-  when more than `max_failed_ratio` of the rows failed, telling how to replay them
+  pool, transforming in worker processes. Each batch's rows, dead letters and checkpoint commit in
+  one transaction: a retried or killed task resumes after its last batch, and a completed chunk
+  is skipped. A `poison:` row fails every attempt and goes to the dead letters; a `crash:` row
+  kills its worker process, which is replaced, and goes to the dead letters too.
+- **summarize** checks that every row is in the target or the dead letters and fails the run when
+  more than `max_failed_ratio` of the rows failed, telling how to replay them
   (`parallel_batch_replay`).
 
 ## Which rows, which job
@@ -27,131 +28,69 @@ create_target (setup) -> plan -> process [one mapped task per chunk] -> summariz
 | manual trigger | the whole table, or `interval_start`..`interval_end` | `parallel_batch_table:<run_id>` |
 
 `interval_column: null` always processes the whole table. Re-running a scheduled interval (a
-retry, a cleared task, a backfill re-run) resumes its job and skips completed chunks. A manual
-run is its own job: clearing one of its tasks resumes it, a new trigger starts a new job. Writes
-are upserts by key, so a new job over rows an earlier one wrote replaces them, never duplicates
-them. Give the same `job_key` to resume a job from another run; `full_refresh: true`
-reprocesses it from scratch (its earlier output is replaced, not duplicated).
+retry, a cleared task, a backfill re-run) resumes its job and skips completed chunks. Writes are
+upserts by key, so a new job over rows an earlier one wrote replaces them, never duplicates them;
+`full_refresh: true` reprocesses a job from scratch.
 
 ## How to trigger
 - **UI**: *Trigger* on this DAG opens a form with every param below, validated before the run.
-- **CLI**:
-  `airflow dags trigger parallel_batch_table -c '{"chunk_rows": 100000, "workers": 2}'`
-  (or `airflow dags test parallel_batch_table -c '...'` after `eval "$(parallel-batch env)"`).
-- **Backfill** (each run processes its own day):
-  `airflow backfill create --dag-id parallel_batch_table --from-date 2024-01-01 --to-date 2024-01-03`
+- **CLI**: `airflow dags trigger parallel_batch_table -c '{"chunk_rows": 100000, "workers": 2}'`
+- **Backfill**: `airflow backfill create --dag-id parallel_batch_table --from-date 2024-01-01 --to-date 2024-01-03`
 - Demo data: `parallel-batch seed events --rows 1000000 --poison-every 997 --crash-every 4999`.
-- Progress: `parallel-batch status [JOB_KEY]`, the task logs (%, rows/s, ETA) and each chunk
-  task's task state (`progress`).
-
-Concurrency: chunk tasks take slots of the Airflow pool `parallel_batch` (created by
-`parallel-batch env`; elsewhere: `airflow pools set parallel_batch <slots> "chunk tasks"`;
-the scheduler does not run tasks of a missing pool) and at most `MAX_ACTIVE_CHUNKS` per run;
-each runs `workers` worker processes.
+- Progress: `parallel-batch status [JOB_KEY]`, the Batches page, the task logs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, get_current_context, setup
+from airflow.sdk import DAG, CronDataIntervalTimetable, setup, task
 
-from parallel_batch.airflow.operators import (
-    PlanTableChunksOperator,
-    ProcessTableChunkOperator,
-    SummarizeTableJobOperator,
-)
+from parallel_batch.airflow import ParallelTableJob
 from parallel_batch.airflow.params import table_params
-from parallel_batch.airflow.process import MAP_INDEX_TEMPLATE
-from parallel_batch.demo.events import (
-    ENRICHED_COLUMNS,
-    ENRICHED_TABLE,
-    EVENTS_COLUMNS,
-    EVENTS_TABLE,
-)
-from parallel_batch.local.env import POOL_NAME
-
-DAG_ID = "parallel_batch_table"
-TRANSFORM = "parallel_batch.demo.events:enrich_events"
-# Chunk tasks of one run at once, at most (the pool bounds them across runs). Larger only helps
-# when the pool has more slots; smaller leaves slots to other runs (backfills run several).
-MAX_ACTIVE_CHUNKS = 16
 
 with DAG(
-    dag_id=DAG_ID,
+    dag_id="parallel_batch_table",
     # Airflow 3 turns a cron string into CronTriggerTimetable, whose runs have an empty data
     # interval; a run that processes "its day" needs the data interval timetable.
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     tags=["parallel_batch", "postgres", "example"],
-    default_args={
-        "owner": "parallel_batch",
-        "retries": 2,
-        "retry_delay": dt.timedelta(seconds=10),
-    },
+    default_args={"owner": "parallel_batch", "retries": 2, "retry_delay": dt.timedelta(seconds=10)},
     params=table_params(
-        source_table=EVENTS_TABLE,
-        target_table=ENRICHED_TABLE,
+        source_table="demo.events",
+        target_table="demo.events_enriched",
         key_column="id",
         interval_column="created_at",
     ),
-    # Params keep their types in templates (an int stays an int, null stays None).
-    render_template_as_native_obj=True,
+    render_template_as_native_obj=True,  # params keep their types in templates
     doc_md=__doc__,
-) as dag:
+):
 
     @setup
-    def create_target() -> None:
+    @task
+    def create_target(params: dict | None = None) -> None:
         """Create the target table (the demo's enriched events shape) unless it exists."""
-        import psycopg
+        from parallel_batch.airflow.demo import create_demo_table
 
-        from parallel_batch.airflow.connection import resolve_conninfo
-        from parallel_batch.airflow.params import fail_fast
-        from parallel_batch.demo.events import create_events_enriched
+        create_demo_table("events_enriched", (params or {})["target_table"])
 
-        target = get_current_context()["params"]["target_table"]
-        with fail_fast("Invalid configuration"):
-            from parallel_batch.store.identifiers import parse_table
-
-            parse_table(target)
-        with psycopg.connect(resolve_conninfo(), autocommit=True) as conn:
-            create_events_enriched(conn, target)
-
-    plan = PlanTableChunksOperator(
-        task_id="plan",
+    create_target() >> ParallelTableJob(
+        group_id="events",
         source_table="{{ params.source_table }}",
         target_table="{{ params.target_table }}",
         key_column="{{ params.key_column }}",
-        source_columns=EVENTS_COLUMNS,
-        target_columns=ENRICHED_COLUMNS,
-        transform=TRANSFORM,
-        chunk_rows="{{ params.chunk_rows }}",
-        chunks="{{ params.chunks }}",
-        batch_rows="{{ params.batch_rows }}",
-        job_key="{{ params.job_key }}",
-        full_refresh="{{ params.full_refresh }}",
+        transform="include.transforms.events:enrich_events",
+        transform_kind="batch",
         interval_column="{{ params.interval_column }}",
         interval_start="{{ params.interval_start }}",
         interval_end="{{ params.interval_end }}",
-    )
-
-    process = ProcessTableChunkOperator.partial(
-        task_id="process",
-        workers="{{ params.workers }}",
+        chunk_rows="{{ params.chunk_rows }}",
+        chunks="{{ params.chunks }}",
         batch_rows="{{ params.batch_rows }}",
-        pool=POOL_NAME,
-        max_active_tis_per_dagrun=MAX_ACTIVE_CHUNKS,
-        map_index_template=MAP_INDEX_TEMPLATE,
-    ).expand_kwargs(plan.output)
-
-    summarize = SummarizeTableJobOperator(
-        task_id="summarize",
-        job_key="{{ ti.xcom_pull(task_ids='plan', key='job_key') }}",
-        summaries=process.output,
+        workers="{{ params.workers }}",
         max_failed_ratio="{{ params.max_failed_ratio }}",
-        # An empty plan (no rows in the interval) skips `process`; the summary still runs.
-        trigger_rule="none_failed",
+        job_key="{{ params.job_key }}",
+        full_refresh="{{ params.full_refresh }}",
     )
-
-    create_target() >> plan

@@ -82,15 +82,16 @@ def _count(minimum: int) -> Callable[[str], int]:
 def _seed_events(args: argparse.Namespace) -> int:
     import psycopg
 
-    from parallel_batch.demo import events as demo
+    from parallel_batch.demo.events import seed_events
+    from parallel_batch.demo.tables import ENRICHED_TABLE, EVENTS_TABLE, create_events_enriched
     from parallel_batch.local.config import database_url
 
     with psycopg.connect(database_url(), autocommit=True) as conn:
-        rows = demo.seed_events(
+        rows = seed_events(
             conn, args.rows, poison_every=args.poison_every, crash_every=args.crash_every
         )
-        demo.create_events_enriched(conn)
-    print(f"Seeded {rows:,} rows into {demo.EVENTS_TABLE}; {demo.ENRICHED_TABLE} is ready")
+        create_events_enriched(conn)
+    print(f"Seeded {rows:,} rows into {EVENTS_TABLE}; {ENRICHED_TABLE} is ready")
     return 0
 
 

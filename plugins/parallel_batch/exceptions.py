@@ -59,22 +59,6 @@ class CsvHeaderError(ConfigurationError):
     """Raised when a CSV file's header is missing, unreadable or not the expected columns."""
 
 
-class PoisonRowError(ParallelBatchError):
-    """Raised when a row is bad for good and fails on every attempt (the demo's poison rows)."""
-
-
 class TransformOutputError(ParallelBatchError):
-    """Raised when a table job's transform does not return one output row per input row."""
-
-
-class EnrichmentError(ParallelBatchError):
-    """Raised when an HTTP enrichment request fails: a refused request or an unusable answer."""
-
-
-class EnrichmentServerError(EnrichmentError):
-    """Raised when the enrichment service answers 5xx or 429: worth retrying after a wait."""
-
-
-class BatchPrepareError(ParallelBatchError):
-    """Raised when a worker cannot read or encode a batch for a reason that is not one of its
-    rows (the database, a bug); the worker's traceback is chained as its cause."""
+    """Raised when a transform returns something its kind does not allow (a batch transform
+    another number of rows than it was given, a dict with a key that is no target column)."""

@@ -133,7 +133,7 @@ import datetime as dt
 
 from airflow.sdk import DAG
 
-from parallel_batch.airflow.operators import PlanTableChunksOperator
+from parallel_batch.airflow.operators import PlanTableJobOperator
 
 with DAG(
     "undefined_conn",
@@ -141,13 +141,12 @@ with DAG(
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
     default_args={"retries": 2, "retry_delay": dt.timedelta(seconds=1)},
 ):
-    PlanTableChunksOperator(
+    PlanTableJobOperator(
         task_id="plan",
         source_table="demo.events",
         target_table="demo.events_enriched",
-        source_columns=("id", "user_id", "payload", "amount", "created_at"),
-        target_columns=("id", "user_id", "payload_sha256", "amount_cents", "created_at"),
-        transform="parallel_batch.demo.events:enrich_events",
+        transform="include.transforms.events:enrich_events",
+        transform_kind="batch",
         conn_id="pb_undefined",
     )
 """

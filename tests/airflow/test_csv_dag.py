@@ -1,7 +1,7 @@
 """dag.test() runs of dags/parallel_batch_csv.py on a real PostgreSQL (and a real HTTP server).
 
 Each file's expected outcome is worked out independently of the loader
-(``tests/integration/customers_csv.py``) and compared value by value.
+(``tests/helpers/customers_csv.py``) and compared value by value.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import psycopg
 import pytest
 
 from tests.airflow.dagrun import load_dag, run_dag, state_store_values
-from tests.integration.customers_csv import (
+from tests.helpers.customers_csv import (
     assert_dead_letters,
     customers_csv,
     dead_letters,
     target_rows,
 )
-from tests.integration.segment_server import SegmentServer, segment_of
+from tests.helpers.segment_server import SegmentServer, segment_of
 
 DAG_ID = "parallel_batch_csv"
 CONTRACT_PARAMS = {
@@ -61,18 +61,18 @@ def test_dag_shape_and_params() -> None:
     assert set(dag.params.keys()) >= CONTRACT_PARAMS
     defaults = dag.params.validate()
     assert defaults["target_table"] == "demo.customers"
-    assert defaults["path"].endswith("/.parallel_batch/demo/customers.csv")
+    assert defaults["path"].endswith("/include/data/customers_sample.csv")
     assert defaults["enrich_url"] is None and defaults["job_key"] is None
     assert defaults["full_refresh"] is False
     assert type(dag.timetable).__name__ == "NullTimetable"  # triggered, never scheduled
-    process = dag.task_dict["process"]
+    process = dag.task_dict["customers.process"]
     assert process.partial_kwargs["pool"] == "parallel_batch"
     assert "chunk_id" in process.partial_kwargs["map_index_template"]
     assert [t.task_id for t in dag.topological_sort()] == [
         "create_target",
-        "plan",
-        "process",
-        "summarize",
+        "customers.plan",
+        "customers.process",
+        "customers.summarize",
     ]
     assert all(task.retries >= 2 for task in dag.tasks)
 
@@ -97,40 +97,40 @@ def test_load_rerun_and_full_refresh(
     assert first.state == "success", first.tis
     assert target_rows(pg_conn) == case.expected_rows()
     assert_dead_letters(dead_letters(pg_conn, "csv-test"), case)
-    chunk_ids = [entry["chunk"]["chunk_id"] for entry in first.xcom("plan")]
+    chunk_ids = [entry["chunk"]["chunk_id"] for entry in first.xcom("customers.plan")]
     assert len(chunk_ids) == 5 and all(c.startswith("bytes[") for c in chunk_ids)
-    assert [first.rendered_map_indexes[("process", i)] for i in range(5)] == chunk_ids
-    assert first.tries("process") == [1] * 5
-    summary = first.xcom("summarize")
+    assert [first.rendered_map_indexes[("customers.process", i)] for i in range(5)] == chunk_ids
+    assert first.tries("customers.process") == [1] * 5
+    summary = first.xcom("customers.summarize")
     assert (summary["rows_read"], summary["rows_written"], summary["dead_letters"]) == (
         case.records,
         len(case.rows),
         len(case.dead),
     )
     assert summary["rows_failed"] == len(case.dead) and summary["status"] == "completed"
-    progress = state_store_values(first.run_id, "process", "progress")
+    progress = state_store_values(first.run_id, "customers.process", "progress")
     assert sorted(p["chunk_id"] for p in progress.values()) == sorted(chunk_ids)
-    claims = pg_conn.execute("SELECT count(*) FROM parallel_batch.file_keys").fetchone()
+    claims = pg_conn.execute("SELECT count(*) FROM parallel_batch.key_claims").fetchone()
     assert claims == (0,)  # forgotten once the job completed
     before = _snapshot(pg_conn, "csv-test")
 
     again = run_dag(dag, conf)
 
     assert again.state == "success", again.tis
-    assert [c["skipped"] for c in again.mapped_xcoms("process")] == [True] * 5
-    assert again.xcom("summarize")["rows_this_run"] == 0
+    assert [c["skipped"] for c in again.mapped_xcoms("customers.process")] == [True] * 5
+    assert again.xcom("customers.summarize")["rows_this_run"] == 0
     assert _snapshot(pg_conn, "csv-test") == before
 
     refreshed = run_dag(dag, {**conf, "chunks": 3, "full_refresh": True})
 
     assert refreshed.state == "success", refreshed.tis
-    assert [c["skipped"] for c in refreshed.mapped_xcoms("process")] == [False] * 3
+    assert [c["skipped"] for c in refreshed.mapped_xcoms("customers.process")] == [False] * 3
     assert target_rows(pg_conn) == case.expected_rows()
     assert_dead_letters(dead_letters(pg_conn, "csv-test"), case)
     old = dict(before["target"])  # type: ignore[call-overload]
     new = dict(_snapshot(pg_conn, "csv-test")["target"])  # type: ignore[call-overload]
     assert new.keys() == old.keys() and all(new[k] != old[k] for k in new)
-    assert refreshed.xcom("summarize")["rows_read"] == case.records
+    assert refreshed.xcom("customers.summarize")["rows_read"] == case.records
 
 
 @pytest.mark.slow
@@ -182,8 +182,8 @@ def test_too_many_bad_records_fail_the_summary(
     )
 
     assert result.state == "failed"
-    assert result.tis[("summarize", -1)] == ("failed", 1)  # no retry
-    assert result.states("process") == ["success"]
+    assert result.tis[("customers.summarize", -1)] == ("failed", 1)  # no retry
+    assert result.states("customers.process") == ["success"]
     out = capfd.readouterr().out
     assert "20 of 200 records (10.000%) of job 'csv-bad' ended in the dead letters" in out
     assert len(target_rows(pg_conn)) == 180
@@ -196,11 +196,10 @@ def test_too_many_bad_records_fail_the_summary(
             {"path": "/nonexistent/customers.csv"},
             "CSV file '/nonexistent/customers.csv' does not exist",
         ),
-        ({"header": "id,name,email\n"}, "CSV header ['id', 'name', 'email'] does not match"),
+        ({"header": "id,name,mail\n"}, "Column 'mail' does not exist in table 'demo.customers'"),
         (
             {"target_table": "demo.other"},
-            "Columns 'email', 'amount', 'note', 'created_at', 'segment' do not exist in table "
-            "'demo.other'",
+            "Columns 'email', 'amount', 'note', 'created_at' do not exist in table 'demo.other'",
         ),
     ],
 )
@@ -226,7 +225,7 @@ def test_bad_config_fails_the_plan_without_retry(
     result = run_dag(load_dag(DAG_ID), run_conf)
 
     assert result.state == "failed"
-    assert result.tis[("plan", -1)] == ("failed", 1)  # 2 retries configured, none used
+    assert result.tis[("customers.plan", -1)] == ("failed", 1)  # 2 retries configured, none used
     assert f"AirflowFailException: Invalid configuration: {message}" in capfd.readouterr().out
     assert pg_conn.execute("SELECT count(*) FROM parallel_batch.jobs").fetchone() == (0,)
 
@@ -255,7 +254,7 @@ import datetime as dt
 
 from airflow.sdk import DAG
 
-from parallel_batch.airflow.csv_operators import PlanCsvChunksOperator
+from parallel_batch.airflow.operators import PlanCsvJobOperator
 
 with DAG(
     "csv_operator_checks",
@@ -263,7 +262,7 @@ with DAG(
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
     default_args={{"retries": 2, "retry_delay": dt.timedelta(seconds=1)}},
 ):
-    PlanCsvChunksOperator(
+    PlanCsvJobOperator(
         task_id="plan",
         path={path!r},
         target_table="demo.customers",
@@ -282,7 +281,7 @@ def test_operator_checks_chunks_before_any_work(
     """Test that the plan operator, used without Params, fails at once on chunks <= 0."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from parallel_batch.demo.customers import create_customers
+    from parallel_batch.demo.tables import create_customers
 
     create_customers(pg_conn)
     path = tmp_path / "customers.csv"

@@ -110,16 +110,16 @@ def test_table_dag_shape() -> None:
     assert defaults["job_key"] is None and defaults["full_refresh"] is False
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
     assert not dag.catchup
-    process = dag.task_dict["process"]
+    process = dag.task_dict["events.process"]
     assert process.partial_kwargs["pool"] == "parallel_batch"
     assert process.partial_kwargs["max_active_tis_per_dagrun"] >= 1
     assert "chunk_id" in process.partial_kwargs["map_index_template"]
     assert dag.task_dict["create_target"].is_setup
     assert [t.task_id for t in dag.topological_sort()] == [
         "create_target",
-        "plan",
-        "process",
-        "summarize",
+        "events.plan",
+        "events.process",
+        "events.summarize",
     ]
 
 

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from parallel_batch.demo import events as demo
+from parallel_batch.demo.tables import create_events_enriched
 from tests.airflow.dagrun import (
     bad_rows,
     dead_letters,
@@ -83,18 +84,18 @@ def test_run_rerun_and_full_refresh(parallel_batch_conn: str, pg_conn: psycopg.C
     assert len(expected_dead) == ROWS // POISON_EVERY + ROWS // CRASH_EVERY
     assert dead_letters(pg_conn, "events-test") == expected_dead
     chunk_ids = ["(-inf,5000]", "(5000,10000]", "(10000,15000]", "(15000,+inf]"]
-    assert [entry["chunk"]["chunk_id"] for entry in first.xcom("plan")] == chunk_ids
-    assert [first.rendered_map_indexes[("process", i)] for i in range(4)] == chunk_ids
-    assert first.tries("process") == [1, 1, 1, 1]
-    chunks = first.mapped_xcoms("process")
+    assert [entry["chunk"]["chunk_id"] for entry in first.xcom("events.plan")] == chunk_ids
+    assert [first.rendered_map_indexes[("events.process", i)] for i in range(4)] == chunk_ids
+    assert first.tries("events.process") == [1, 1, 1, 1]
+    chunks = first.mapped_xcoms("events.process")
     assert [c["skipped"] for c in chunks] == [False] * 4
     assert all(c["rows_read"] == c["rows_written"] + c["rows_failed"] for c in chunks)
-    summary = first.xcom("summarize")
+    summary = first.xcom("events.summarize")
     assert summary["rows_read"] == ROWS
     assert summary["rows_written"] == ROWS - len(expected_dead)
     assert summary["dead_letters"] == summary["rows_failed"] == len(expected_dead)
     assert summary["rows_this_run"] == ROWS
-    progress = state_store_values(first.run_id, "process", "progress")
+    progress = state_store_values(first.run_id, "events.process", "progress")
     assert sorted(p["chunk_id"] for p in progress.values()) == sorted(chunk_ids)
     assert {p["state"] for p in progress.values()} == {"completed"}
     before = _snapshot(pg_conn, "events-test")
@@ -102,8 +103,8 @@ def test_run_rerun_and_full_refresh(parallel_batch_conn: str, pg_conn: psycopg.C
     again = run_dag(dag, conf)
 
     assert again.state == "success", again.tis
-    assert [c["skipped"] for c in again.mapped_xcoms("process")] == [True] * 4
-    assert again.xcom("summarize")["rows_this_run"] == 0
+    assert [c["skipped"] for c in again.mapped_xcoms("events.process")] == [True] * 4
+    assert again.xcom("events.summarize")["rows_this_run"] == 0
     assert _snapshot(pg_conn, "events-test") == before
 
     refreshed = run_dag(dag, {**conf, "full_refresh": True})
@@ -116,8 +117,8 @@ def test_run_rerun_and_full_refresh(parallel_batch_conn: str, pg_conn: psycopg.C
     new_versions = dict(after["target_xmins"])  # type: ignore[call-overload]
     assert new_versions.keys() == old_versions.keys()  # the same rows, none twice ...
     assert all(new_versions[k] != old_versions[k] for k in new_versions)  # ... all rewritten
-    assert [c["skipped"] for c in refreshed.mapped_xcoms("process")] == [False] * 4
-    assert refreshed.xcom("summarize")["rows_read"] == ROWS
+    assert [c["skipped"] for c in refreshed.mapped_xcoms("events.process")] == [False] * 4
+    assert refreshed.xcom("events.summarize")["rows_read"] == ROWS
 
 
 def test_interval_run_processes_only_its_interval(
@@ -154,10 +155,10 @@ def test_interval_run_processes_only_its_interval(
     poison = {int(k) for k in bad_rows(pg_conn)} & in_interval
     written = {id_ for (id_,) in pg_conn.execute("SELECT id FROM demo.events_enriched")}
     assert written == in_interval - poison
-    job_key = result.xcom("summarize")["job_key"]
+    job_key = result.xcom("events.summarize")["job_key"]
     assert job_key.startswith("parallel_batch_table:manual__")
     assert {int(k) for k in dead_letters(pg_conn, job_key)} == poison
-    assert result.xcom("summarize")["rows_read"] == len(in_interval)
+    assert result.xcom("events.summarize")["rows_read"] == len(in_interval)
 
 
 def test_empty_interval_succeeds_with_nothing_to_do(
@@ -176,9 +177,9 @@ def test_empty_interval_succeeds_with_nothing_to_do(
     result = run_dag(load_dag("parallel_batch_table"), conf)
 
     assert result.state == "success", result.tis
-    assert result.xcom("plan") == []
-    assert result.states("process") == ["skipped"]
-    summary = result.xcom("summarize")
+    assert result.xcom("events.plan") == []
+    assert result.states("events.process") == ["skipped"]
+    summary = result.xcom("events.summarize")
     assert (summary["chunks"], summary["rows_read"], summary["status"]) == (0, 0, "completed")
     assert pg_conn.execute("SELECT count(*) FROM demo.events_enriched").fetchone() == (0,)
 
@@ -207,8 +208,8 @@ def test_bad_config_fails_the_plan_without_retry(
     result = run_dag(load_dag("parallel_batch_table"), conf)
 
     assert result.state == "failed"
-    assert result.tis[("plan", -1)] == ("failed", 1)  # 2 retries configured, none used
-    assert result.states("process") == ["upstream_failed"]
+    assert result.tis[("events.plan", -1)] == ("failed", 1)  # 2 retries configured, none used
+    assert result.states("events.process") == ["upstream_failed"]
     assert f"AirflowFailException: Invalid configuration: {message}" in capfd.readouterr().out
     assert pg_conn.execute("SELECT count(*) FROM parallel_batch.jobs").fetchone() == (0,)
 
@@ -238,7 +239,7 @@ import datetime as dt
 
 from airflow.sdk import DAG
 
-from parallel_batch.airflow.operators import PlanTableChunksOperator
+from parallel_batch.airflow.operators import PlanTableJobOperator
 
 with DAG(
     "operator_checks",
@@ -246,13 +247,12 @@ with DAG(
     start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
     default_args={{"retries": 2, "retry_delay": dt.timedelta(seconds=1)}},
 ):
-    PlanTableChunksOperator(
+    PlanTableJobOperator(
         task_id="plan",
         source_table={source_table!r},
         target_table="demo.events_enriched",
-        source_columns=("id", "user_id", "payload", "amount", "created_at"),
-        target_columns=("id", "user_id", "payload_sha256", "amount_cents", "created_at"),
-        transform="parallel_batch.demo.events:enrich_events",
+        transform="include.transforms.events:enrich_events",
+        transform_kind="batch",
         batch_rows={batch_rows!r},
     )
 """
@@ -278,7 +278,7 @@ def test_operator_checks_values_before_any_work(
     from airflow.dag_processing.dagbag import DagBag
 
     demo.seed_events(pg_conn, 10)
-    demo.create_events_enriched(pg_conn)
+    create_events_enriched(pg_conn)
     (tmp_dags_folder / "operator_checks.py").write_text(
         textwrap.dedent(_OPERATOR_DAG.format(source_table=source_table, batch_rows=batch_rows))
     )

@@ -75,19 +75,23 @@ def test_rest_trigger_with_conf_maps_one_task_per_chunk(
     assert dead_letters(db, "e2e-trigger") == expected_dead
     assert dead_letter_count(db, "e2e-trigger") == len(expected_dead)
     chunk_ids = ["(-inf,5000]", "(5000,10000]", "(10000,15000]", "(15000,+inf]"]
-    plan = table_dag.xcom(DAG_ID, run_id, "plan")
+    plan = table_dag.xcom(DAG_ID, run_id, "events.plan")
     assert [entry["chunk"]["chunk_id"] for entry in plan] == chunk_ids
     mapped = sorted(
-        (ti for ti in table_dag.task_instances(DAG_ID, run_id) if ti["task_id"] == "process"),
+        (
+            ti
+            for ti in table_dag.task_instances(DAG_ID, run_id)
+            if ti["task_id"] == "events.process"
+        ),
         key=lambda ti: ti["map_index"],
     )
     assert [ti["map_index"] for ti in mapped] == [0, 1, 2, 3]
     assert [ti["rendered_map_index"] for ti in mapped] == chunk_ids
     assert [(ti["state"], ti["try_number"]) for ti in mapped] == [("success", 1)] * 4
-    summaries = [table_dag.xcom(DAG_ID, run_id, "process", i) for i in range(4)]
+    summaries = [table_dag.xcom(DAG_ID, run_id, "events.process", i) for i in range(4)]
     assert [s["chunk_id"] for s in summaries] == chunk_ids
     assert sum(s["rows_read"] for s in summaries) == rows
-    summary = table_dag.xcom(DAG_ID, run_id, "summarize")
+    summary = table_dag.xcom(DAG_ID, run_id, "events.summarize")
     assert summary["job_key"] == "e2e-trigger"
     assert (summary["rows_read"], summary["rows_failed"]) == (rows, len(expected_dead))
     assert summary["rows_written"] == rows - len(expected_dead)
@@ -188,7 +192,7 @@ def test_sigkill_of_a_chunk_task_resumes_from_its_checkpoint(
     conf = tables.conf(chunks=1, batch_rows=40, workers=1, job_key=job_key)
 
     run_id = table_dag.trigger(DAG_ID, conf)
-    ti, proc = wait_for_task_process(table_dag, run_id, "process", 0)
+    ti, proc = wait_for_task_process(table_dag, run_id, "events.process", 0)
     wait_for_chunk(
         e2e_db_url,
         job_key,
@@ -206,16 +210,16 @@ def test_sigkill_of_a_chunk_task_resumes_from_its_checkpoint(
     run = table_dag.wait_for_run(DAG_ID, run_id)
 
     assert killed.holder is not None
-    assert f"{DAG_ID}/{run_id}/process[0] try 1" in killed.holder
+    assert f"{DAG_ID}/{run_id}/events.process[0] try 1" in killed.holder
     assert (killed.status, killed.attempts) == ("running", 1)
     assert 0 < killed.rows_read < rows
     assert run["state"] == "success", table_dag.task_instances(DAG_ID, run_id)
     (retried,) = [
-        ti for ti in table_dag.task_instances(DAG_ID, run_id) if ti["task_id"] == "process"
+        ti for ti in table_dag.task_instances(DAG_ID, run_id) if ti["task_id"] == "events.process"
     ]
     assert (retried["state"], retried["try_number"]) == ("success", 2)
     assert retried["pid"] != ti["pid"]
-    summary = table_dag.xcom(DAG_ID, run_id, "process", 0)
+    summary = table_dag.xcom(DAG_ID, run_id, "events.process", 0)
     assert summary["attempt"] == 2
     assert summary["resumed_from"] == killed.last_key
     assert summary["rows_this_attempt"] == rows - killed.rows_read

@@ -11,9 +11,12 @@ from decimal import Decimal
 import psycopg
 import pytest
 
+from include.transforms import events as transforms
+from include.transforms.events import PoisonRowError
 from parallel_batch import cli
 from parallel_batch.demo import events as demo
-from parallel_batch.exceptions import InvalidIdentifierError, PoisonRowError
+from parallel_batch.demo.tables import create_events_enriched
+from parallel_batch.exceptions import InvalidIdentifierError
 
 
 def _one(conn: psycopg.Connection, query: str) -> tuple:
@@ -123,9 +126,9 @@ def test_seed_inside_a_caller_transaction_leaves_the_commit_to_it(pg_url: str) -
 
 def test_create_events_enriched_is_idempotent(pg_conn: psycopg.Connection) -> None:
     """Test that the enriched table has the contract's columns and survives a second create."""
-    demo.create_events_enriched(pg_conn)
+    create_events_enriched(pg_conn)
     pg_conn.execute("INSERT INTO demo.events_enriched (id) VALUES (1)")
-    demo.create_events_enriched(pg_conn)
+    create_events_enriched(pg_conn)
     columns = pg_conn.execute(
         "SELECT column_name, data_type FROM information_schema.columns"
         " WHERE table_schema = 'demo' AND table_name = 'events_enriched' ORDER BY ordinal_position"
@@ -152,8 +155,8 @@ def test_enrich_matches_an_independent_computation(pg_conn: psycopg.Connection) 
         " (amount * 100)::bigint, created_at FROM demo.events"
         " WHERE payload NOT LIKE 'poison:%' ORDER BY id"
     ).fetchall()
-    assert demo.enrich_events(rows) == expected
-    assert [demo.enrich_event(r) for r in rows[:50]] == expected[:50]
+    assert transforms.enrich_events(rows) == expected
+    assert [transforms.enrich_event(r) for r in rows[:50]] == expected[:50]
 
 
 def test_enrich_of_unusual_values() -> None:
@@ -165,7 +168,7 @@ def test_enrich_of_unusual_values() -> None:
         (3, 4, "x", 0.29, created),  # 0.29 * 100 is 28.999999999999996 as a float
         (4, 5, "", Decimal("-12.50"), created),
     ]
-    assert demo.enrich_events(rows) == [
+    assert transforms.enrich_events(rows) == [
         (1, 2, hashlib.sha256("héllo wörld ✓".encode()).hexdigest(), 29, created),
         (2, None, None, None, None),
         (3, 4, hashlib.sha256(b"x").hexdigest(), 29, created),
@@ -179,9 +182,9 @@ def test_poison_rows_raise_on_every_attempt() -> None:
     clean = (6, 1, "event 6", Decimal("1.00"), None)
     for _ in range(3):
         with pytest.raises(PoisonRowError, match="event 7 is a poison row"):
-            demo.enrich_event(poison)
+            transforms.enrich_event(poison)
         with pytest.raises(PoisonRowError, match="event 7 is a poison row"):
-            demo.enrich_events([clean, poison])
+            transforms.enrich_events([clean, poison])
 
 
 @pytest.mark.parametrize("function", ["enrich_event", "enrich_events"])
@@ -189,9 +192,9 @@ def test_crash_rows_end_the_process_abruptly(function: str) -> None:
     """Test that a crash row kills the process that handles it with the crash exit code."""
     row = "(9, 1, 'crash: event 9', __import__('decimal').Decimal('1.00'), None)"
     arg = row if function == "enrich_event" else f"[{row}]"
-    code = f"from parallel_batch.demo import events as demo\ndemo.{function}({arg})\nprint('survived')\n"
+    code = f"from include.transforms import events\nevents.{function}({arg})\nprint('survived')\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == demo.CRASH_EXIT_CODE
+    assert done.returncode == transforms.CRASH_EXIT_CODE
     assert "survived" not in done.stdout
 
 
@@ -232,7 +235,7 @@ def test_that_concurrent_target_creation_never_collides(pg_url: str) -> None:
         with psycopg.connect(pg_url, autocommit=True) as conn:
             for attempt in range(10):
                 try:
-                    demo.create_events_enriched(conn, f"race{attempt}.enriched")
+                    create_events_enriched(conn, f"race{attempt}.enriched")
                 except BaseException as exc:
                     errors.append(exc)
 

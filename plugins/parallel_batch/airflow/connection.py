@@ -28,6 +28,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundExceptio
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
+from parallel_batch.airflow import DEFAULT_CONN_ID
 from parallel_batch.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ __all__ = ["DEFAULT_CONN_ID", "ConnectionConfigError", "conninfo_from_args", "re
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONN_ID = "parallel_batch_default"
 _POSTGRES_TYPES = frozenset({"postgres", "postgresql"})
 
 

@@ -1,25 +1,29 @@
-"""The operators of a table job, in one place to import them from.
+"""The operators behind the task groups, in one place to import them from.
 
-A table DAG chains them (see ``dags/parallel_batch_table.py``)::
+A job's DAG can chain them by hand instead of using ``ParallelTableJob``/``ParallelCsvJob``::
 
-    plan = PlanTableChunksOperator(task_id="plan", ...)                     chunk list (XCom)
-    process = ProcessTableChunkOperator.partial(task_id="process", ...)     one mapped task
-        .expand_kwargs(plan.output)                                         per chunk
-    SummarizeTableJobOperator(task_id="summarize", summaries=process.output, ...)
+    plan = PlanTableJobOperator(task_id="plan", ...)                  chunk list (XCom)
+    process = ProcessChunkOperator.partial(task_id="process", ...)    one mapped task per chunk
+        .expand_kwargs(plan.output)
+    SummarizeJobOperator(task_id="summarize", job_key=XComArg(plan, key="job_key"),
+                         summaries=process.output)
 
 and ``ReplayDeadLettersOperator`` replays a job's dead letters after a fix.
 """
 
 from __future__ import annotations
 
-from parallel_batch.airflow.plan import PlanTableChunksOperator
-from parallel_batch.airflow.process import ProcessTableChunkOperator
+from parallel_batch.airflow.plan import PlanJobOperator
+from parallel_batch.airflow.plan_sources import PlanCsvJobOperator, PlanTableJobOperator
+from parallel_batch.airflow.process import ProcessChunkOperator
 from parallel_batch.airflow.replay import ReplayDeadLettersOperator
-from parallel_batch.airflow.summarize import SummarizeTableJobOperator
+from parallel_batch.airflow.summarize import SummarizeJobOperator
 
 __all__ = [
-    "PlanTableChunksOperator",
-    "ProcessTableChunkOperator",
+    "PlanCsvJobOperator",
+    "PlanJobOperator",
+    "PlanTableJobOperator",
+    "ProcessChunkOperator",
     "ReplayDeadLettersOperator",
-    "SummarizeTableJobOperator",
+    "SummarizeJobOperator",
 ]

@@ -1,134 +1,89 @@
-"""The plan task: check the config, create or reuse the job, return the chunk plan as an XCom.
+"""The plan task: check the job, create or reuse it, return its chunks as an XCom to map over.
 
 ::
 
-    check the values (identifiers, numbers, transform)  no I/O; bad -> fail, no retry
+    check the values (identifiers, numbers, transform)   no I/O; bad -> fail, no retry
         |
-    resolve job_key and row filter (jobkeys)              from the run and the params
+    job_key and rows from the run (jobkeys)               scheduled/backfill: its data interval
         |
-    check the catalog (tables, key, columns, interval)    bad -> fail, no retry
+    the source and the target in their catalogs          bad -> fail, no retry
         |
-    job exists (and no full_refresh)?  -> its stored plan (never re-planned)
-        |  no
-    plan_table_chunks (<= [core] max_map_length chunks) -> CheckpointStore.ensure_job
-        |
-    XCom: [{"job_key": ..., "chunk": {"chunk_id", "lower", "upper", "rows"}}, ...]
+    core.planning.plan_job                               an existing job: its stored plan;
+        |                                                 else the source's chunks, stored
+    XCom: [{"job_key": ..., "chunk": {"chunk_id", ..., "rows"}}, ...]
 
-The XCom holds one small dict per chunk (a key range, never rows), ready for
-``ProcessTableChunkOperator.partial(...).expand_kwargs(plan.output)``; the job_key also goes to
-the XCom key ``job_key`` for the summarize task.
+The XCom holds one small dict per chunk (a key or byte range, never rows), for
+``ProcessChunkOperator.partial(...).expand_kwargs(plan.output)``; the job_key also goes to the
+XCom key ``job_key`` for the summarize task. Two subclasses say what the source is: a table
+(:class:`PlanTableJobOperator`) or a CSV file (:class:`PlanCsvJobOperator`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, get_args
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import psycopg
 from airflow.sdk import BaseOperator, Context, conf
-from airflow.sdk.exceptions import AirflowFailException
 
-from parallel_batch.airflow.connection import DEFAULT_CONN_ID, resolve_conninfo
+from parallel_batch.airflow import DEFAULT_CONN_ID
+from parallel_batch.airflow.connection import resolve_conninfo
 from parallel_batch.airflow.jobkeys import RunScope, resolve_run_scope
-from parallel_batch.airflow.params import (
-    DEFAULT_CHUNK_ROWS,
+from parallel_batch.airflow.values import (
     fail_fast,
-    load_transform,
+    null,
     optional_positive_int,
     positive_int,
     true_or_false,
 )
-from parallel_batch.core.table_job import DEFAULT_BATCH_ROWS, TableJobSpec
+from parallel_batch.core.job import DEFAULT_BATCH_ROWS, JobSpec
+from parallel_batch.core.planning import plan_job, resolve_columns
+from parallel_batch.core.source import Source
+from parallel_batch.core.transforms import DEFAULT_CONCURRENCY, TransformSpec, retry_policy
 from parallel_batch.exceptions import ConfigurationError
-from parallel_batch.sources.table.planner import DEFAULT_MAX_CHUNKS, RowFilter, plan_table_chunks
-from parallel_batch.store.catalog import column_types, key_type
-from parallel_batch.store.checkpoints import CheckpointStore, Job, plan_from_chunks
-from parallel_batch.store.identifiers import column_sql, parse_table
-from parallel_batch.store.writer import WriteMode
+from parallel_batch.sources import source_from_dict
+from parallel_batch.sources.table.planner import DEFAULT_MAX_CHUNKS
+from parallel_batch.store.checkpoints import CheckpointStore
+from parallel_batch.store.schema import ensure_schema
 
-__all__ = ["JOB_KIND", "PlanTableChunksOperator", "job_params", "stored_spec"]
-
-JOB_KIND = "table"
-_INTERVAL_TYPES = (
-    "timestamp with time zone",
-    "timestamp without time zone",
-    "date",
-)
-# What must match for a run to reuse an existing job (batch size and workers may change).
-_IDENTITY_FIELDS = (
-    "source_table",
-    "target_table",
-    "key_column",
-    "source_columns",
-    "target_columns",
-    "target_key_columns",
-    "row_filter",
-)
+__all__ = ["PlanJobOperator"]
 
 
-def job_params(spec: TableJobSpec, transform: str, context: Context) -> dict[str, Any]:
-    """Return what the jobs row stores: the spec and transform (the replay needs both), the run."""
-    return {
-        "spec": spec.to_dict(),
-        "transform": transform,
-        "dag_id": context["dag"].dag_id,
-        "run_id": context["run_id"],
-    }
+class PlanJobOperator(BaseOperator):
+    """Check a job, create or reuse it, and return its chunks for dynamic mapping.
 
+    Subclasses give the source (:meth:`source`) and how chunks are sized.
 
-def stored_spec(job: Job) -> tuple[TableJobSpec, str]:
-    """Return the spec and transform path stored with a table job.
-
-    :raises ConfigurationError: when the job is not a table job of this package.
-    """
-    if job.kind != JOB_KIND or "spec" not in job.params or "transform" not in job.params:
-        raise ConfigurationError(
-            f"job {job.job_key!r} is a {job.kind!r} job without a table spec; "
-            "it was not created by PlanTableChunksOperator"
-        )
-    return TableJobSpec.from_dict(job.params["spec"]), str(job.params["transform"])
-
-
-class PlanTableChunksOperator(BaseOperator):
-    """Check the config, create or reuse the job, and return its chunks for dynamic mapping.
-
-    :param source_table: ``schema.table`` to read (templated).
     :param target_table: ``schema.table`` to write; it must exist (templated).
-    :param source_columns: columns read, in the order the transform takes them; they include
-        ``key_column`` (templated).
-    :param target_columns: columns written, in the order the transform returns them (templated).
-    :param transform: the batch function, ``"package.module:function"`` (templated).
-    :param key_column: the source's unique, NOT NULL key the chunks split (templated).
-    :param chunk_rows: rows per chunk, grown to stay within ``[core] max_map_length``
-        (templated). Ignored when ``chunks`` is set.
-    :param chunks: the number of chunks instead of ``chunk_rows`` (templated).
-    :param batch_rows: rows per batch, stored with a new job (templated).
+    :param transform: ``"package.module:function"`` or a module-level callable; None: the
+        source's columns into the target's columns of the same names (templated).
+    :param transform_kind: ``"rows"``, ``"batch"``, ``"dataframe"`` or ``"async"`` (templated).
+    :param transform_kwargs: keyword arguments for every call of the transform (templated).
+    :param concurrency: calls in flight per chunk task, for an async transform (templated).
+    :param retry: per-row retries: a RetryPolicy, or the exception classes worth retrying.
+    :param target_columns: the columns written (default: see ``core.planning``) (templated).
+    :param write_mode: ``"auto"``, ``"upsert"`` or ``"copy"`` (templated).
+    :param chunks: the number of chunks instead of their size (templated).
+    :param batch_rows: rows per batch (templated).
     :param job_key: the job's identity; None: from the run (see :mod:`.jobkeys`) (templated).
     :param full_refresh: start the job over and replace its earlier output (templated).
-    :param interval_column: the timestamp column a data interval filters on; None: the whole
-        table (templated).
-    :param interval_start: process only rows with ``interval_column >=`` this (templated).
-    :param interval_end: process only rows with ``interval_column <`` this (templated).
-    :param write_mode: ``"auto"``, ``"copy"`` or ``"upsert"`` (see ``writer.write_rows``).
-    :param target_key_columns: the target's conflict key; default ``(key_column,)``.
-    :param conn_id: the Airflow connection of the database (templated).
+    :param conn_id: the Airflow connection of the job's database: its target, its store, and a
+        table source unless ``source_conn_id`` is given (templated).
     """
 
     template_fields: Sequence[str] = (
-        "source_table",
         "target_table",
-        "source_columns",
-        "target_columns",
         "transform",
-        "key_column",
-        "chunk_rows",
+        "transform_kind",
+        "transform_kwargs",
+        "concurrency",
+        "target_columns",
+        "write_mode",
         "chunks",
         "batch_rows",
         "job_key",
         "full_refresh",
-        "interval_column",
-        "interval_start",
-        "interval_end",
         "conn_id",
     )
     ui_color = "#e8f4fd"
@@ -136,138 +91,88 @@ class PlanTableChunksOperator(BaseOperator):
     def __init__(
         self,
         *,
-        source_table: str,
         target_table: str,
-        source_columns: Sequence[str],
-        target_columns: Sequence[str],
-        transform: str,
-        key_column: str = "id",
-        chunk_rows: int | str | None = DEFAULT_CHUNK_ROWS,
+        transform: Any = None,
+        transform_kind: str = "rows",
+        transform_kwargs: Mapping[str, Any] | str | None = None,
+        concurrency: int | str = DEFAULT_CONCURRENCY,
+        retry: Any = None,
+        target_columns: Sequence[str] | None = None,
+        write_mode: str = "auto",
         chunks: int | str | None = None,
         batch_rows: int | str = DEFAULT_BATCH_ROWS,
         job_key: str | None = None,
         full_refresh: bool | str = False,
-        interval_column: str | None = None,
-        interval_start: Any = None,
-        interval_end: Any = None,
-        write_mode: WriteMode = "auto",
-        target_key_columns: Sequence[str] = (),
         conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.source_table = source_table
         self.target_table = target_table
-        self.source_columns = source_columns
-        self.target_columns = target_columns
         self.transform = transform
-        self.key_column = key_column
-        self.chunk_rows = chunk_rows
+        self.transform_kind = transform_kind
+        self.transform_kwargs = transform_kwargs
+        self.concurrency = concurrency
+        self.retry = retry
+        self.target_columns = target_columns
+        self.write_mode = write_mode
         self.chunks = chunks
         self.batch_rows = batch_rows
         self.job_key = job_key
         self.full_refresh = full_refresh
-        self.interval_column = interval_column
-        self.interval_start = interval_start
-        self.interval_end = interval_end
-        self.write_mode = write_mode
-        self.target_key_columns = tuple(target_key_columns)
         self.conn_id = conn_id
 
-    def execute(self, context: Context) -> list[dict[str, Any]]:
-        with fail_fast("Invalid configuration"):
-            spec, sizing, full_refresh = self._check_values()
-            scope = self._scope(context)
-            spec = TableJobSpec.from_dict({**spec.to_dict(), "row_filter": _dict(scope.row_filter)})
-        self.log.info("Job %s processes %s", scope.job_key, scope.reason)
-        max_chunks = conf.getint("core", "max_map_length", fallback=DEFAULT_MAX_CHUNKS)
-        conninfo = resolve_conninfo(self.conn_id)
-        with psycopg.connect(
-            conninfo, autocommit=True, application_name="parallel_batch plan"
-        ) as conn:
-            with fail_fast("Invalid configuration"):
-                _check_catalog(conn, spec)
-            store = CheckpointStore(conn)
-            job = store.get_job(scope.job_key)
-            if job is not None and not full_refresh:
-                with fail_fast(f"Cannot reuse job {scope.job_key!r}"):
-                    _check_reusable(job, spec, self.transform, max_chunks)
-                self.log.info(
-                    "Job %s exists (%s, %d chunks): reusing its plan; completed chunks are "
-                    "skipped, the others resume from their checkpoints",
-                    job.job_key,
-                    job.status,
-                    len(job.plan),
-                )
-            else:
-                chunk_rows, chunks = sizing
-                planned = plan_table_chunks(
-                    conn,
-                    spec.source_table,
-                    spec.key_column,
-                    chunk_rows=None if chunks is not None else chunk_rows,
-                    chunks=chunks,
-                    max_chunks=max_chunks,
-                    row_filter=spec.row_filter,
-                )
-                job = store.ensure_job(
-                    scope.job_key,
-                    kind=JOB_KIND,
-                    plan=plan_from_chunks(planned),
-                    params=job_params(spec, self.transform, context),
-                    source=spec.source_table,
-                    target=spec.target_table,
-                    full_refresh=full_refresh,
-                )
-                if not full_refresh:  # another run may have created it first, differently
-                    with fail_fast(f"Cannot reuse job {scope.job_key!r}"):
-                        _check_reusable(job, spec, self.transform, max_chunks)
-        self.log.info(
-            "Job %s: %d chunks, %d rows planned (%s -> %s)",
-            job.job_key,
-            len(job.plan),
-            job.rows_total,
-            spec.source_table,
-            spec.target_table,
-        )
-        context["ti"].xcom_push(key="job_key", value=job.job_key)
-        return [{"job_key": job.job_key, "chunk": dict(entry)} for entry in job.plan]
+    # ---- what subclasses say -------------------------------------------------------------
 
-    def _check_values(self) -> tuple[TableJobSpec, tuple[int | None, int | None], bool]:
-        """Check every value that needs no database; raise ConfigurationError/ValueError."""
-        parse_table(self.source_table)
-        parse_table(self.target_table)
-        column_sql(self.key_column)
-        if self.write_mode not in get_args(WriteMode):
+    def source(self, scope: RunScope) -> Source:
+        """The source as configured (checked without I/O)."""
+        raise NotImplementedError
+
+    def resolve_source(
+        self, source: Source, source_conninfo: str, conn: psycopg.Connection
+    ) -> Source:
+        """The source checked against its catalog or file, ready to store with the job."""
+        raise NotImplementedError
+
+    def chunk_size(self) -> int | None:
+        """The size of a chunk (rows, bytes) when ``chunks`` is not given."""
+        raise NotImplementedError
+
+    def interval_column(self) -> str | None:
+        """The column a run's data interval filters on (None: every row)."""
+        return None
+
+    def source_conn_id(self) -> str:
+        """The connection of the source's database."""
+        return str(self.conn_id)
+
+    def dedup_key(self) -> str | None:
+        """A source column whose later occurrences are dead letters."""
+        return None
+
+    # ---- the task ------------------------------------------------------------------------
+
+    def _transform(self) -> TransformSpec:
+        kwargs = null(self.transform_kwargs)
+        if isinstance(kwargs, str):
             raise ConfigurationError(
-                f"write_mode must be one of {list(get_args(WriteMode))}, got {self.write_mode!r}"
+                "transform_kwargs must be a dict (render the DAG's templates as native "
+                "objects: render_template_as_native_obj=True)"
             )
-        chunks = optional_positive_int(self.chunks, "chunks")
-        chunk_rows = optional_positive_int(self.chunk_rows, "chunk_rows")
-        if chunks is None and chunk_rows is None:
-            raise ConfigurationError("give chunk_rows or chunks")
-        batch_rows = positive_int(self.batch_rows, "batch_rows")
-        full_refresh = true_or_false(self.full_refresh, "full_refresh")
-        load_transform(self.transform)
-        spec = TableJobSpec(
-            source_table=self.source_table,
-            target_table=self.target_table,
-            key_column=self.key_column,
-            source_columns=tuple(self.source_columns),
-            target_columns=tuple(self.target_columns),
-            write_mode=self.write_mode,
-            batch_rows=batch_rows,
-            target_key_columns=self.target_key_columns,
+        from parallel_batch.core.transforms import callable_path
+
+        spec = TransformSpec(
+            path=callable_path(null(self.transform)),
+            kind=str(self.transform_kind),  # type: ignore[arg-type]  # checked by the spec
+            concurrency=positive_int(self.concurrency, "concurrency"),
+            retry=retry_policy(self.retry, str(self.transform_kind)),
+            kwargs=dict(kwargs or {}),
         )
-        return spec, (chunk_rows, chunks), full_refresh
+        spec.load()  # importable, and of its kind: fail now rather than in every chunk task
+        return spec
 
     def _scope(self, context: Context) -> RunScope:
         dag_run = context["dag_run"]
-        interval_column = self.interval_column
-        if isinstance(interval_column, str) and interval_column.strip() in ("", "None"):
-            interval_column = None  # a null param through a non-native template
-        if interval_column is not None:
-            column_sql(interval_column)
+        interval_column = null(self.interval_column())
         return resolve_run_scope(
             dag_id=context["dag"].dag_id,
             run_id=context["run_id"],
@@ -276,47 +181,74 @@ class PlanTableChunksOperator(BaseOperator):
             data_interval_start=context.get("data_interval_start"),
             data_interval_end=context.get("data_interval_end"),
             interval_column=interval_column,
-            job_key=None if self.job_key in (None, "", "None") else self.job_key,
-            interval_start=None if self.interval_start == "None" else self.interval_start,
-            interval_end=None if self.interval_end == "None" else self.interval_end,
+            job_key=null(self.job_key),
+            interval_start=null(getattr(self, "interval_start", None)),
+            interval_end=null(getattr(self, "interval_end", None)),
         )
 
-
-def _dict(row_filter: RowFilter | None) -> dict[str, Any] | None:
-    return None if row_filter is None else row_filter.to_dict()
-
-
-def _check_catalog(conn: psycopg.Connection, spec: TableJobSpec) -> None:
-    """Check that the tables and columns exist and fit; raise ConfigurationError."""
-    key_type(conn, spec.source_table, spec.key_column)
-    column_types(conn, spec.source_table, spec.source_columns)
-    column_types(conn, spec.target_table, spec.target_columns)
-    if len(spec.target_key_columns) == 1:
-        # The target's key must be unique: reruns and retries upsert on it.
-        key_type(conn, spec.target_table, spec.target_key_columns[0])
-    if spec.row_filter is not None:
-        (column,) = column_types(conn, spec.source_table, [spec.row_filter.column])
-        if column.type_name not in _INTERVAL_TYPES:
-            raise ConfigurationError(
-                f"interval_column {column.name!r} of {spec.source_table!r} is a "
-                f"{column.type_name}; it must be a timestamp, timestamptz or date column"
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        with fail_fast("Invalid configuration"):
+            chunks = optional_positive_int(self.chunks, "chunks")
+            size = None if chunks is not None else self.chunk_size()
+            if chunks is None and size is None:
+                raise ConfigurationError("give chunks, or the size of a chunk")
+            full_refresh = true_or_false(self.full_refresh, "full_refresh")
+            transform = self._transform()
+            scope = self._scope(context)
+            source = self.source(scope)
+            columns = null(self.target_columns)
+            spec = JobSpec(
+                source=source,
+                target_table=str(self.target_table),
+                transform=transform,
+                target_columns=None if columns is None else tuple(columns),
+                write_mode=str(self.write_mode),  # type: ignore[arg-type]
+                batch_rows=positive_int(self.batch_rows, "batch_rows"),
+                dedup_key=self.dedup_key(),
             )
-
-
-def _check_reusable(job: Job, spec: TableJobSpec, transform: str, max_chunks: int) -> None:
-    stored, stored_transform = stored_spec(job)
-    ours, theirs = spec.to_dict(), stored.to_dict()
-    different = [name for name in _IDENTITY_FIELDS if ours[name] != theirs[name]]
-    if stored_transform != transform:
-        different.append("transform")
-    if different:
-        raise ConfigurationError(
-            f"it was created with other {', '.join(different)} "
-            f"({stored.source_table} -> {stored.target_table}, filter {theirs['row_filter']}); "
-            "use another job_key, or full_refresh=true to start it over with this config"
+        self.log.info("Job %s processes %s", scope.job_key, scope.reason)
+        max_chunks = conf.getint("core", "max_map_length", fallback=DEFAULT_MAX_CHUNKS)
+        conninfo = resolve_conninfo(str(self.conn_id))
+        source_conn_id = self.source_conn_id()
+        source_conninfo = (
+            conninfo if source_conn_id == self.conn_id else resolve_conninfo(source_conn_id)
         )
-    if len(job.plan) > max_chunks:
-        raise AirflowFailException(
-            f"job {job.job_key!r} has {len(job.plan)} chunks, more than [core] max_map_length "
-            f"({max_chunks}); raise max_map_length or start the job over with full_refresh=true"
+        with psycopg.connect(
+            conninfo, autocommit=True, application_name="parallel_batch plan"
+        ) as conn:
+            ensure_schema(conn)
+            with fail_fast("Invalid configuration"):
+                resolved = self.resolve_source(spec.source, source_conninfo, conn)
+                spec = resolve_columns(
+                    conn, dataclasses.replace(spec, source=resolved), resolved.columns
+                )
+            with fail_fast(f"Cannot plan job {scope.job_key!r}"):
+                job = plan_job(
+                    CheckpointStore(conn),
+                    scope.job_key,
+                    spec,
+                    source_conninfo=source_conninfo,
+                    make_source=source_from_dict,
+                    chunks=chunks,
+                    chunk_size=size,
+                    max_chunks=max_chunks,
+                    full_refresh=full_refresh,
+                    params={
+                        "dag_id": context["dag"].dag_id,
+                        "run_id": context["run_id"],
+                        "conn_id": self.conn_id,
+                        "source_conn_id": source_conn_id,
+                    },
+                )
+        self.log.info(
+            "Job %s: %d chunks, %d rows planned (%s -> %s, transform %s, %s)",
+            job.job_key,
+            len(job.plan),
+            job.rows_total,
+            job.source,
+            job.target,
+            spec.transform.path or "none",
+            spec.transform.kind,
         )
+        context["ti"].xcom_push(key="job_key", value=job.job_key)
+        return [{"job_key": job.job_key, "chunk": dict(entry)} for entry in job.plan]

@@ -1,15 +1,16 @@
-"""The chunk task: process one chunk of a table job, resuming from its checkpoint.
+"""The chunk task: process one chunk of any job, resuming from its checkpoint.
 
 One mapped task instance per chunk of the plan::
 
-    ProcessTableChunkOperator.partial(...).expand_kwargs(plan.output)
-        |  job_key + chunk (a key range) from the plan's XCom
+    ProcessChunkOperator.partial(...).expand_kwargs(plan.output)
+        |  job_key + chunk (a key or byte range) from the plan's XCom
         v
-    the job's spec and transform from the jobs row (what the plan stored)
+    the job's spec from the jobs row (what the plan stored: source, transform, target)
         |
-    run_table_chunk in a WorkerPool(workers)    lease, read after the checkpoint, transform
-        |                                       (crash and poison rows isolated and retried),
-        |                                       commit rows + dead letters + checkpoint at once
+    core.runner.run_chunk in a WorkerPool(workers)   lease, read after the checkpoint,
+        |                                           transform (failing and crashing rows
+        |                                           isolated), commit rows + dead letters +
+        |                                           checkpoint at once
         v
     progress: the task log every 10 s (%, rows/s, ETA) and the task state store
         |
@@ -23,6 +24,7 @@ supervisor's business.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -34,26 +36,20 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from parallel_batch.airflow.connection import DEFAULT_CONN_ID, resolve_conninfo
-from parallel_batch.airflow.params import (
-    DEFAULT_WORKERS,
-    fail_fast,
-    load_transform,
-    optional_positive_int,
-    positive_int,
-)
-from parallel_batch.airflow.plan import stored_spec
-from parallel_batch.core.batch_transform import DEFAULT_RETRY
-from parallel_batch.core.runner import run_table_chunk
-from parallel_batch.core.table_job import ChunkSummary
+from parallel_batch.airflow import DEFAULT_CONN_ID
+from parallel_batch.airflow.connection import resolve_conninfo
+from parallel_batch.airflow.values import DEFAULT_WORKERS, fail_fast, positive_int
+from parallel_batch.airflow.values import optional_positive_int as optional_int
+from parallel_batch.core.job import ChunkSummary
+from parallel_batch.core.planning import stored_spec
+from parallel_batch.core.runner import run_chunk
 from parallel_batch.engine.pool import WorkerPool
 from parallel_batch.engine.progress import ProgressSnapshot
-from parallel_batch.engine.retry import RetryPolicy
 from parallel_batch.exceptions import ConfigurationError
-from parallel_batch.sources.table.planner import TableChunk
+from parallel_batch.sources import source_from_dict
 from parallel_batch.store.checkpoints import DEFAULT_WAIT_TIMEOUT, CheckpointStore
 
-__all__ = ["MAP_INDEX_TEMPLATE", "ProcessTableChunkOperator", "StateStoreProgress"]
+__all__ = ["MAP_INDEX_TEMPLATE", "ProcessChunkOperator", "StateStoreProgress"]
 
 log = logging.getLogger(__name__)
 
@@ -151,20 +147,20 @@ def _holder(context: Context) -> str:
     )
 
 
-class ProcessTableChunkOperator(BaseOperator):
-    """Process one chunk of a table job exactly once, resuming from its checkpoint.
+class ProcessChunkOperator(BaseOperator):
+    """Process one chunk of a job exactly once, resuming from its checkpoint.
 
     Meant to be mapped over the plan: ``.partial(...).expand_kwargs(plan.output)``.
 
     :param job_key: the job (from the plan) (templated).
-    :param chunk: the chunk's plan entry, ``{"chunk_id", "lower", "upper", "rows"}`` (templated).
-    :param workers: worker processes for the transform (templated).
+    :param chunk: the chunk's plan entry (templated).
+    :param workers: worker processes that read, transform and encode (templated); an async
+        transform runs in the task process.
     :param batch_rows: rows per batch; None: the job's (templated).
     :param task_timeout: seconds one batch may take in a worker before it is killed and split;
         None: no limit.
-    :param retry: attempts and backoff per failing row.
     :param wait_timeout: seconds to wait for a live duplicate that holds the chunk.
-    :param conn_id: the Airflow connection of the database (templated).
+    :param conn_id: the Airflow connection of the job's database (its target) (templated).
     """
 
     template_fields: Sequence[str] = ("job_key", "chunk", "workers", "batch_rows", "conn_id")
@@ -178,7 +174,6 @@ class ProcessTableChunkOperator(BaseOperator):
         workers: int | str = DEFAULT_WORKERS,
         batch_rows: int | str | None = None,
         task_timeout: float | None = None,
-        retry: RetryPolicy = DEFAULT_RETRY,
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
         conn_id: str = DEFAULT_CONN_ID,
         **kwargs: Any,
@@ -194,15 +189,15 @@ class ProcessTableChunkOperator(BaseOperator):
         self.workers = workers
         self.batch_rows = batch_rows
         self.task_timeout = task_timeout
-        self.retry = retry
         self.wait_timeout = wait_timeout
         self.conn_id = conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         with fail_fast("Invalid configuration"):
             workers = positive_int(self.workers, "workers")
-            batch_rows = optional_positive_int(self.batch_rows, "batch_rows")
-            chunk = TableChunk.from_dict(dict(self.chunk))
+            batch_rows = optional_int(self.batch_rows, "batch_rows")
+            entry = dict(self.chunk)
+            chunk_id = str(entry["chunk_id"])
         conninfo = resolve_conninfo(self.conn_id)
         with CheckpointStore.connect(conninfo, application_name="parallel_batch job") as store:
             job = store.get_job(self.job_key)
@@ -211,59 +206,76 @@ class ProcessTableChunkOperator(BaseOperator):
                 f"job {self.job_key!r} does not exist: its plan task must run first"
             )
         with fail_fast(f"Job {self.job_key!r} cannot run"):
-            spec, transform_path = stored_spec(job)
-            if chunk.chunk_id not in job.chunk_ids:
+            spec = stored_spec(job, source_from_dict)
+            if chunk_id not in job.chunk_ids:
                 raise ConfigurationError(
-                    f"chunk {chunk.chunk_id} is not in the job's plan (was it started over "
-                    "with full_refresh by another run?)"
+                    f"chunk {chunk_id} is not in the job's plan (was it started over with "
+                    "full_refresh by another run?)"
                 )
             if batch_rows is not None and batch_rows != spec.batch_rows:
                 spec = dataclasses.replace(spec, batch_rows=batch_rows)
-            transform = load_transform(transform_path)
-        progress = StateStoreProgress(context.get("task_state_store"), chunk.chunk_id)
+            spec.transform.load()
+        source_conn_id = str(job.params.get("source_conn_id") or self.conn_id)
+        source_conninfo = (
+            conninfo if source_conn_id == self.conn_id else resolve_conninfo(source_conn_id)
+        )
+        progress = StateStoreProgress(context.get("task_state_store"), chunk_id)
+        in_pool = spec.transform.kind != "async"
         self.log.info(
-            "Chunk %s of job %s: %d rows planned; %s -> %s in %d worker process(es), "
-            "%d rows per batch",
-            chunk.chunk_id,
+            "Chunk %s of job %s: %s rows planned; %s -> %s, %s transform %s, %s, %d rows per batch",
+            chunk_id,
             self.job_key,
-            chunk.rows,
-            spec.source_table,
+            entry.get("rows"),
+            spec.source.name,
             spec.target_table,
-            workers,
+            spec.transform.kind,
+            spec.transform.path or "(none: columns by name)",
+            f"{workers} worker process(es)"
+            if in_pool
+            else f"{spec.transform.concurrency} calls in flight",
             spec.batch_rows,
         )
-        with WorkerPool(workers, task_timeout=self.task_timeout) as pool, progress.failing():
-            summary = run_table_chunk(
-                conninfo,
-                self.job_key,
-                chunk,
+        with contextlib.ExitStack() as stack:
+            pool = (
+                stack.enter_context(WorkerPool(workers, task_timeout=self.task_timeout))
+                if in_pool
+                else None
+            )
+            stack.enter_context(progress.failing())
+            summary = run_chunk(
                 spec,
-                transform,
-                holder=_holder(context),
+                self.job_key,
+                entry,
+                conninfo=conninfo,
+                source_conninfo=source_conninfo,
                 pool=pool,
-                retry=self.retry,
+                holder=_holder(context),
                 on_progress=progress,
                 wait_timeout=self.wait_timeout,
             )
-            crashed = pool.statistics().crashed_workers
+            crashed = 0 if pool is None else pool.statistics().crashed_workers
         progress.finish(summary)
-        if summary.skipped:
-            self.log.info("Chunk %s was completed by an earlier attempt: skipped", chunk.chunk_id)
-        else:
-            rate = summary.rows_this_attempt / summary.seconds if summary.seconds > 0 else 0.0
-            self.log.info(
-                "Chunk %s done: %d rows this attempt in %.1f s (%.0f rows/s)%s; chunk totals: "
-                "%d read, %d written, %d dead letters; %d worker process(es) replaced",
-                chunk.chunk_id,
-                summary.rows_this_attempt,
-                summary.seconds,
-                rate,
-                ""
-                if summary.resumed_from is None
-                else f", resumed after key {summary.resumed_from}",
-                summary.rows_read,
-                summary.rows_written,
-                summary.rows_failed,
-                crashed,
-            )
+        self._log(summary, crashed)
         return summary.to_dict()
+
+    def _log(self, summary: ChunkSummary, crashed: int) -> None:
+        if summary.skipped:
+            self.log.info("Chunk %s was completed by an earlier attempt: skipped", summary.chunk_id)
+            return
+        rate = summary.rows_this_attempt / summary.seconds if summary.seconds > 0 else 0.0
+        self.log.info(
+            "Chunk %s done: %d rows this attempt in %.1f s (%.0f rows/s)%s; chunk totals: "
+            "%d read, %d written (%d of them fan-out), %d filtered, %d dead letters; %d worker "
+            "process(es) replaced",
+            summary.chunk_id,
+            summary.rows_this_attempt,
+            summary.seconds,
+            rate,
+            "" if summary.resumed_from is None else f", resumed after {summary.resumed_from}",
+            summary.rows_read,
+            summary.rows_written,
+            summary.rows_fanout,
+            summary.rows_filtered,
+            summary.rows_failed,
+            crashed,
+        )

@@ -6,9 +6,10 @@
     CheckpointStore.job_status(job_key)          -> the job's totals over all its runs,
                                                     pending dead letters
         |
-    every chunk completed?  rows read == written + failed?   no -> fail (a bug, not bad data)
-    dead letters / rows read > max_failed_ratio?             yes -> fail, no retry, with the
-                                                                    count and the replay command
+    every chunk completed?  read == written - fanout + filtered + failed?   no -> fail (a bug)
+    dead letters / rows read > max_failed_ratio?      yes -> fail, no retry, with the count and
+        |                                                    how to fix and replay them
+    the target table's Asset (the task's outlet): an event with rows written and dead letters
         |
     XCom: the run's summary dict
 """
@@ -16,19 +17,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from parallel_batch.airflow.connection import DEFAULT_CONN_ID, resolve_conninfo
-from parallel_batch.airflow.params import DEFAULT_MAX_FAILED_RATIO, fail_fast, ratio_value
-from parallel_batch.core.table_job import ChunkSummary
+from parallel_batch.airflow import DEFAULT_CONN_ID
+from parallel_batch.airflow.connection import resolve_conninfo
+from parallel_batch.airflow.values import DEFAULT_MAX_FAILED_RATIO, fail_fast, ratio_value
+from parallel_batch.core.job import ChunkSummary
 from parallel_batch.engine.progress import format_duration
 from parallel_batch.store.checkpoints import CheckpointStore, JobStatus
 
-__all__ = ["REPLAY_DAG_ID", "SummarizeTableJobOperator", "replay_hint"]
+__all__ = ["REPLAY_DAG_ID", "SummarizeJobOperator", "replay_hint"]
 
 REPLAY_DAG_ID = "parallel_batch_replay"
 
@@ -39,8 +41,16 @@ def replay_hint(job_key: str, replay_dag_id: str = REPLAY_DAG_ID) -> str:
     return f"airflow dags trigger {replay_dag_id} -c '{conf}'"
 
 
-def _reduce(summaries: Iterable[Any]) -> dict[str, Any]:
-    chunks = [ChunkSummary.from_dict(dict(s)) for s in summaries if s is not None]
+def _values(summaries: Any) -> list[Any]:
+    """The mapped tasks' summaries. By index up to their count: iterating Airflow's lazy XCom
+    sequence asks for one result past the last and logs an "XCom not found" error."""
+    if isinstance(summaries, Sequence) and not isinstance(summaries, str):
+        return [summaries[i] for i in range(len(summaries))]
+    return list(summaries)
+
+
+def _reduce(summaries: Any) -> dict[str, Any]:
+    chunks = [ChunkSummary.from_dict(dict(s)) for s in _values(summaries) if s is not None]
     return {
         "chunks_run": len(chunks),
         "chunks_skipped": sum(1 for c in chunks if c.skipped),
@@ -50,8 +60,11 @@ def _reduce(summaries: Iterable[Any]) -> dict[str, Any]:
     }
 
 
-class SummarizeTableJobOperator(BaseOperator):
-    """Check and report a table job's outcome; fail when too many rows ended in dead letters.
+class SummarizeJobOperator(BaseOperator):
+    """Check and report a job's outcome; fail when too many rows ended in dead letters.
+
+    Give it ``outlets=[Asset(...)]`` (the target table, see :mod:`.assets`): the event it emits
+    carries the job's rows written, filtered and dead letters in its ``extra``.
 
     :param job_key: the job (templated; e.g. the plan task's ``job_key`` XCom).
     :param summaries: the chunk tasks' summaries (templated; e.g. ``process.output``).
@@ -66,7 +79,7 @@ class SummarizeTableJobOperator(BaseOperator):
     def __init__(
         self,
         *,
-        job_key: str,
+        job_key: Any,
         summaries: Any = (),
         max_failed_ratio: float | str = DEFAULT_MAX_FAILED_RATIO,
         replay_dag_id: str = REPLAY_DAG_ID,
@@ -93,6 +106,18 @@ class SummarizeTableJobOperator(BaseOperator):
         summary = self._summary(status, run)
         self._log(summary)
         self._check(status, summary, max_ratio)
+        for outlet in self.outlets:
+            context["outlet_events"][outlet].extra = {
+                key: summary[key]
+                for key in (
+                    "job_key",
+                    "rows_read",
+                    "rows_written",
+                    "rows_filtered",
+                    "dead_letters",
+                    "rows_this_run",
+                )
+            }
         return summary
 
     def _summary(self, status: JobStatus, run: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +133,9 @@ class SummarizeTableJobOperator(BaseOperator):
             "rows_read": status.rows_read,
             "rows_written": status.rows_written,
             "rows_failed": status.rows_failed,
+            "rows_filtered": status.rows_filtered,
+            "rows_fanout": status.rows_fanout,
+            "kind": status.job.kind,
             "dead_letters": status.dead_letters,
             "failed_ratio": ratio,
             "elapsed_seconds": status.elapsed_seconds,
@@ -119,7 +147,8 @@ class SummarizeTableJobOperator(BaseOperator):
         elapsed = s["elapsed_seconds"]
         self.log.info(
             "Job %s (%s -> %s): %d chunks, %d of them skipped this run; %d rows read, "
-            "%d written, %d dead letters (%.3f%%); %d rows this run; %s at %.0f rows/s",
+            "%d written (%d of them fan-out), %d filtered, %d dead letters (%.3f%%); %d rows "
+            "this run; %s at %.0f rows/s",
             s["job_key"],
             s["source"],
             s["target"],
@@ -127,6 +156,8 @@ class SummarizeTableJobOperator(BaseOperator):
             s["chunks_skipped"],
             s["rows_read"],
             s["rows_written"],
+            s["rows_fanout"],
+            s["rows_filtered"],
             s["dead_letters"],
             100.0 * s["failed_ratio"],
             s["rows_this_run"],
@@ -142,18 +173,28 @@ class SummarizeTableJobOperator(BaseOperator):
                 f"{status.chunks_failed} failed, {status.chunks_pending} pending); "
                 "see `parallel-batch status " + self.job_key + "`"
             )
-        if status.rows_read != status.rows_written + status.rows_failed:
+        accounted = (
+            status.rows_written - status.rows_fanout + status.rows_filtered + status.rows_failed
+        )
+        if status.rows_read != accounted:
             raise AirflowException(
                 f"job {self.job_key!r} does not reconcile: {status.rows_read} rows read but "
-                f"{status.rows_written} written + {status.rows_failed} dead letters"
+                f"{status.rows_written} written (fan-out {status.rows_fanout}) + "
+                f"{status.rows_filtered} filtered + {status.rows_failed} dead letters"
             )
         hint = replay_hint(self.job_key, self.replay_dag_id)
         if s["failed_ratio"] > max_ratio:
+            fix = (
+                "Fix the file (each dead letter has its line number and reason) and load it "
+                "again with full_refresh=true, or fix the transform and replay them: "
+                if status.job.kind == "csv"
+                else "Fix the cause (the data or the transform), then replay them: "
+            )
+            noun = "records" if status.job.kind == "csv" else "rows"
             raise AirflowFailException(
-                f"{s['dead_letters']} of {s['rows_read']} rows ({s['failed_ratio']:.3%}) of job "
+                f"{s['dead_letters']} of {s['rows_read']} {noun} ({s['failed_ratio']:.3%}) of job "
                 f"{self.job_key!r} ended in the dead letters (parallel_batch.dead_letters), more "
-                f"than max_failed_ratio {max_ratio:.3%}. Fix the cause (the data or the "
-                f"transform), then replay them: {hint}"
+                f"than max_failed_ratio {max_ratio:.3%}. {fix}{hint}"
             )
         if s["dead_letters"]:
             self.log.warning(

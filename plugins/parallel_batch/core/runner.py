@@ -1,255 +1,276 @@
-"""Run one chunk of a table job end to end: lease, plan batches, prepare them, commit, complete.
+"""Run one chunk of any job end to end: lease, resume, prepare batches, commit, complete.
 
-How the rows of a chunk move (one attempt)::
+How the records of a chunk move (one attempt)::
 
     store.acquire(chunk)              completed already? -> ChunkSummary(skipped=True)
         |
-    RangeReader.ranges(after=lease.last_key)    each batch planned as a key range (lower, upper]
-        |                                       of batch_rows rows: one index scan, no row sent
+    reader.batches(after=checkpoint)  batch references (key or byte ranges), planned cheaply
+        |
         v
-    prepare each batch (batch_work)   read the range, transform (failing rows isolated and
-        |                             retried), encode the outputs for the target's COPY:
-        |                             - in a WorkerPool: each worker on its own connection, up to
-        |                               max_workers + read_ahead batches in flight;
-        |                             - without one: in this process, read_ahead batches ahead on
-        |                               a thread
+    prepare each batch (core.prepare)  read, deduplicate, transform, encode for the target:
+        |                              - in a WorkerPool: up to workers + read_ahead batches in
+        |                                flight; a batch that kills its worker (or times out) is
+        |                                split down to the record responsible (engine.isolation),
+        |                                which becomes a dead letter
+        |                              - async transforms: in this process, on a read-ahead thread
         v
-    store.commit_batch(...)           ONE transaction, in key order: fenced checkpoint (the
-        |                             batch's upper key), [full refresh: delete the chunk's
-        |                             earlier output], the encoded outputs in one COPY, the dead
-        |                             letters; a lost lease raises and writes nothing
+    Committer.commit                  ONE transaction per batch, in order: fenced checkpoint,
+        |                             [reset], claims, rows, dead letters (core.commit)
         v
     store.complete(lease)         -> ChunkSummary (the chunk's totals over all its attempts)
 
-Every row read ends in the target or in the dead letters, in the same transaction as the
-checkpoint that moves past it: a killed attempt loses nothing and duplicates nothing, and the next
-attempt starts after the last committed key. A batch that kills its worker (a ``crash:`` row, a
-segfault) or runs past the pool's ``task_timeout`` is cut into SPLIT_PARTS ranges prepared
-again, and so on down to the row responsible, which becomes a dead letter (WorkerCrashedError /
-TaskTimeoutError). An error marks the chunk failed (its checkpoint stays) and is raised again;
-a :class:`~parallel_batch.exceptions.LeaseLostError` is raised as it is (another attempt owns the
-chunk now).
+Every record read ends in the target, the filtered count or the dead letters, in the same
+transaction as the checkpoint that moves past it: a killed attempt loses and duplicates nothing,
+and the next attempt starts after the last committed batch. An error marks the chunk failed (its
+checkpoint stays) and is raised again; a LeaseLostError is raised as it is.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
+from typing import Any
 
-import psycopg
-
-from parallel_batch.core.batch_transform import DEFAULT_RETRY, BatchFunction, FailedRow
-from parallel_batch.core.batch_work import (
-    BatchWork,
-    PreparedBatch,
-    connect_reader,
-    prepare_batch,
-    prepare_in_worker,
-)
-from parallel_batch.core.refresh import delete_chunk_output
-from parallel_batch.core.table_job import DEFAULT_BATCH_ROWS, ChunkSummary, TableJobSpec
+from parallel_batch.core.commit import Committer
+from parallel_batch.core.isolate_batches import crash_isolated
+from parallel_batch.core.job import ChunkSummary, JobSpec
+from parallel_batch.core.prepare import BatchWork, PreparedBatch, prepare, prepare_in_worker
+from parallel_batch.core.source import BatchRef, KeyRange
+from parallel_batch.core.target import Target
 from parallel_batch.engine.pool import WorkerPool
 from parallel_batch.engine.progress import ProgressCallback, ProgressTracker
 from parallel_batch.engine.readahead import ReadAhead
-from parallel_batch.engine.retry import RetryPolicy
-from parallel_batch.engine.workers.records import BatchResult
-from parallel_batch.engine.workers.worker import RemoteTraceback
-from parallel_batch.exceptions import BatchPrepareError, LeaseLostError
-from parallel_batch.sources.table.planner import TableChunk
-from parallel_batch.sources.table.ranges import BatchRange, RangeReader
-from parallel_batch.sources.table.reader import use_reader_timezone
-from parallel_batch.store.catalog import key_to_json
+from parallel_batch.exceptions import (
+    ConfigurationError,
+    LeaseLostError,
+    TaskTimeoutError,
+    WorkerCrashedError,
+)
+from parallel_batch.store import claims
 from parallel_batch.store.checkpoints import DEFAULT_WAIT_TIMEOUT, CheckpointStore
 from parallel_batch.store.copy_data import CopyData
-from parallel_batch.store.deadletters import DeadLetter, json_payload
 from parallel_batch.store.records import Lease
-from parallel_batch.store.writer import copy_format, write_rows
 
-__all__ = [
-    "DEFAULT_BATCH_ROWS",
-    "DEFAULT_RETRY",
-    "READ_AHEAD_BATCHES",
-    "SPLIT_PARTS",
-    "ChunkSummary",
-    "TableJobSpec",
-    "process_table_chunk",
-    "run_table_chunk",
-]
+__all__ = ["READ_AHEAD_BATCHES", "process_chunk", "run_chunk"]
 
 log = logging.getLogger(__name__)
 
-# Batches prepared ahead of the one being committed: on the thread without a pool, queued beyond
-# one per worker with a pool (so a worker that finishes a batch finds the next one waiting while
-# the parent commits). 0: none (no thread; each worker waits for the commits). More only holds
-# more encoded batches in memory: the slower of preparing and committing sets the pace.
+# Batches prepared ahead of the one being committed: queued beyond one per worker with a pool (a
+# worker that finishes finds the next batch waiting while the parent commits), on the read-ahead
+# thread without one. More only holds more encoded batches in memory: the slower of preparing
+# and committing sets the pace.
 READ_AHEAD_BATCHES = 1
-# Parts a batch that killed its worker (or timed out) is cut into, again and again down to the
-# row responsible. Each round costs one failed run of the part holding it (a dead worker to
-# replace, or a whole task_timeout): about log_k(batch_rows) rounds, so 16 parts take 4 rounds
-# for 10,000 rows where halving takes 14. More parts: fewer rounds, more (smaller) statements.
-SPLIT_PARTS = 16
-# error_type of a pool failure that the batch's rows caused; any other error is raised.
-_SPLIT_ON = frozenset({"WorkerCrashedError", "TaskTimeoutError"})
+_CRASHES = (WorkerCrashedError, TaskTimeoutError)
 
-_Prepared = Generator[tuple[BatchRange, PreparedBatch], None, None]
+_Prepared = Iterator[tuple[BatchRef, PreparedBatch]]
 
 
-class _RowMismatchError(RuntimeError):
-    """Raised when a batch's outputs and dead letters do not add up to its rows (a bug)."""
-
-
-def run_table_chunk(
-    conninfo: str,
+def run_chunk(
+    spec: JobSpec,
     job_key: str,
-    chunk: TableChunk,
-    spec: TableJobSpec,
-    transform: BatchFunction,
+    entry: dict[str, Any],
     *,
-    holder: str | None = None,
-    pool: WorkerPool | None = None,
-    retry: RetryPolicy = DEFAULT_RETRY,
-    progress: ProgressTracker | None = None,
-    on_progress: ProgressCallback | None = None,
-    wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
-    stale_after: float | None = None,
-    read_ahead: int = READ_AHEAD_BATCHES,
+    conninfo: str,
+    source_conninfo: str | None = None,
+    **options: Any,
 ) -> ChunkSummary:
-    """Process one chunk of a table job on connections of its own; see :func:`process_table_chunk`.
+    """Process one chunk on a store connection of its own; see :func:`process_chunk`.
 
-    Opens the checkpoint store's connection (it carries the chunk's lock) and the reader's, and
-    closes both at the end, which releases the lock whatever happened.
-
-    :param conninfo: the database URL or conninfo string (pool workers connect with it too).
+    :param conninfo: the target's database (the store lives there; pool workers read the source
+        with ``source_conninfo``, by default the same).
     """
-    with (
-        CheckpointStore.connect(conninfo, application_name="parallel_batch chunk") as store,
-        connect_reader(conninfo, application_name="parallel_batch reader") as read_conn,
-    ):
-        return process_table_chunk(
+    with CheckpointStore.connect(conninfo, application_name="parallel_batch chunk") as store:
+        return process_chunk(
             store,
-            read_conn,
-            job_key,
-            chunk,
             spec,
-            transform,
-            conninfo=conninfo,
-            holder=holder,
-            pool=pool,
-            retry=retry,
-            progress=progress,
-            on_progress=on_progress,
-            wait_timeout=wait_timeout,
-            stale_after=stale_after,
-            read_ahead=read_ahead,
+            job_key,
+            entry,
+            source_conninfo=conninfo if source_conninfo is None else source_conninfo,
+            same_db=source_conninfo in (None, conninfo),
+            **options,
         )
 
 
-def process_table_chunk(
+def process_chunk(
     store: CheckpointStore,
-    read_conn: psycopg.Connection,
+    spec: JobSpec,
     job_key: str,
-    chunk: TableChunk,
-    spec: TableJobSpec,
-    transform: BatchFunction,
+    entry: dict[str, Any],
     *,
-    conninfo: str | None = None,
-    holder: str | None = None,
+    source_conninfo: str | None,
+    same_db: bool = True,
     pool: WorkerPool | None = None,
-    retry: RetryPolicy = DEFAULT_RETRY,
+    holder: str | None = None,
     progress: ProgressTracker | None = None,
     on_progress: ProgressCallback | None = None,
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
     stale_after: float | None = None,
     read_ahead: int = READ_AHEAD_BATCHES,
 ) -> ChunkSummary:
-    """Process one chunk of a table job exactly once, resuming after its last checkpoint.
+    """Process one chunk of a job exactly once, resuming after its last checkpoint.
 
-    :param store: the checkpoint store (its own autocommit connection); the job must exist
-        (:meth:`CheckpointStore.ensure_job`) with this chunk in its plan.
-    :param read_conn: an autocommit connection for the reader alone (its session's TimeZone is
-        set to UTC: timestamptz values reach the transform in UTC).
-    :param job_key: the job.
-    :param chunk: the chunk (its range; its ``chunk_id`` names it in the store).
-    :param spec: source, target, columns, write mode, batch size and filter.
-    :param transform: a picklable, module-level batch function returning one output row (in
-        ``spec.target_columns`` order) per input row (in ``spec.source_columns`` order).
-    :param conninfo: the database, for the pool's workers to read on (required with a pool).
+    :param store: the checkpoint store, on the target's database; the job must exist with this
+        chunk in its plan.
+    :param spec: the job (source, transform, target, batch size).
+    :param entry: the chunk's plan entry (its ``chunk_id`` names it in the store).
+    :param source_conninfo: the source's database (tables).
+    :param same_db: the source is in the target's database (a full refresh of an interval needs it).
+    :param pool: worker processes that prepare the batches (they survive rows that crash them);
+        None, or an async transform: in this process.
     :param holder: who processes the chunk, for the status view (default ``host:pid``).
-    :param pool: a WorkerPool to prepare batches in (isolates rows that crash their worker);
-        None: prepare them in this process (a crash row ends the attempt).
-    :param retry: tries per failing row in all (its first try alone included).
-    :param progress: a tracker to advance by the rows of each committed batch; default: one that
-        logs every 10 s.
+    :param progress: a tracker advanced by each committed batch; default: one logging every 10 s.
     :param on_progress: called with the tracker's snapshot after each committed batch.
     :param wait_timeout: seconds to wait for a live duplicate holding the chunk.
     :param stale_after: terminate a holder silent for this many seconds (None: never).
-    :param read_ahead: batches prepared ahead of the commit (see :data:`READ_AHEAD_BATCHES`).
-    :returns: the chunk's summary; ``skipped`` when it was already completed.
+    :param read_ahead: batches prepared ahead of the commit.
     :raises ChunkBusyError: a live attempt held the chunk for longer than ``wait_timeout``.
     :raises LeaseLostError: another attempt took the chunk over; this one's last batch was not
         committed.
     """
     if read_ahead < 0:
         raise ValueError("read_ahead must not be negative")
-    if read_conn is store.conn:
-        raise ValueError("the reader needs a connection of its own, not the store's")
-    if not read_conn.autocommit:
-        raise ValueError(
-            "the reader needs an autocommit connection (psycopg.connect(..., autocommit=True)): "
-            "otherwise its first batch opens a transaction that lasts as long as the chunk"
-        )
-    if pool is not None and conninfo is None:
-        raise ValueError("a pool's workers read their batches themselves: pass conninfo")
     started = time.monotonic()
     lease = store.acquire(
-        job_key, chunk.chunk_id, holder=holder, wait_timeout=wait_timeout, stale_after=stale_after
+        job_key,
+        entry["chunk_id"],
+        holder=holder,
+        wait_timeout=wait_timeout,
+        stale_after=stale_after,
     )
     if lease.completed:
         return _summary(lease, started, skipped=True, rows_this_attempt=0)
     before = lease.rows_read
     tracker = progress or ProgressTracker(
         total=max((lease.rows_total or 0) - lease.rows_read, 0) or None,
-        label=f"chunk {chunk.chunk_id}",
+        label=f"chunk {lease.chunk_id}",
     )
     try:
-        use_reader_timezone(read_conn)
-        reader = RangeReader.build(
-            read_conn,
-            spec.source_table,
-            spec.source_columns,
-            spec.key_column,
-            chunk=chunk,
-            row_filter=spec.row_filter,
-        )
-        work = BatchWork(
-            conninfo if pool is not None else None,
-            reader,
-            transform,
-            retry,
-            copy_format(store.conn, spec.target_table, spec.target_columns),
-        )
-        start = lease.last_key if lease.last_key is not None else chunk.lower
-        ranges = reader.ranges(read_conn, start, spec.batch_rows)
-        if pool is not None:
-            batches = _PoolPreparer(pool, work, read_conn).prepare(
-                ranges, depth=pool.max_workers + read_ahead
+        target = spec.resolve_target(store.conn)
+        reader = spec.source.chunk_reader(source_conninfo, entry)
+        try:
+            _check_refresh(lease, reader.owned(), target, same_db)
+            work = BatchWork(reader, spec.transform, target, spec.dedup_key)
+            use_pool = pool if spec.transform.kind != "async" else None
+            committer = Committer(
+                store,
+                lease,
+                target,
+                owned=reader.owned(),
+                same_db=same_db,
+                dedup_key=spec.dedup_key,
+                reprepare=_reprepare(work, use_pool),
             )
-        else:
-            batches = _in_process(work, read_conn, ranges)
-        # Without a pool, batches are prepared on a thread while this one commits.
-        ahead = read_ahead if pool is None else 0
-        _commit_all(store, lease, chunk, spec, batches, ahead, tracker, on_progress)
+            refs = reader.batches(lease.last_key, spec.batch_rows)
+            if use_pool is not None:
+                batches = _in_pool(use_pool, work, refs, depth=use_pool.max_workers + read_ahead)
+                _commit_all(committer, batches, tracker, on_progress)
+            else:
+                ahead = ReadAhead(
+                    ((ref, prepare(work, ref)) for ref in refs),
+                    depth=max(read_ahead, 1),
+                    name=f"prepare {lease.chunk_id}",
+                )
+                with ahead:
+                    _commit_all(committer, ahead, tracker, on_progress)
+            if lease.needs_reset:  # no records left in the chunk: the reset still has to happen
+                empty = CopyData(b"", 0, target.copy.binary)
+                committer.commit(None, PreparedBatch(0, empty, [], 0, 0, None))
+        finally:
+            reader.close()
+        tracker.log()
         store.complete(lease)
     except LeaseLostError:
         raise
     except BaseException as exc:
         store.fail(lease, exc)
         raise
+    if spec.dedup_key is not None:
+        forgotten = claims.forget_if_completed(store.conn, job_key)
+        if forgotten is not None:
+            log.info("Job %s is complete: deleted its %d key claims", job_key, forgotten)
+        _refresh_totals(store, lease)  # another chunk may have displaced records of this one
     return _summary(lease, started, skipped=False, rows_this_attempt=lease.rows_read - before)
+
+
+def _check_refresh(lease: Lease, owned: KeyRange | None, target: Target, same_db: bool) -> None:
+    """Refuse a full refresh that could only fail: an interval's earlier output cannot be found
+    from another database, and COPY cannot write over it."""
+    interval = owned is not None and owned.filter is not None
+    if lease.needs_reset and not same_db and interval and target.write_mode == "copy":
+        raise ConfigurationError(
+            "a full refresh of an interval read from another database cannot delete the "
+            "interval's earlier output first: write it with write_mode 'auto' or 'upsert' "
+            "(rows are then replaced by key)"
+        )
+
+
+def _commit_all(
+    committer: Committer,
+    batches: Iterator[tuple[BatchRef, PreparedBatch]],
+    tracker: ProgressTracker,
+    on_progress: ProgressCallback | None,
+) -> None:
+    for ref, prepared in batches:
+        committer.commit(ref, prepared)
+        snapshot = tracker.advance(prepared.read)
+        if on_progress is not None:
+            on_progress(snapshot)
+
+
+def _reprepare(work: BatchWork, pool: WorkerPool | None) -> Any:
+    def again(ref: BatchRef, claimed: dict[str, claims.Claim] | None, keep: bool) -> PreparedBatch:
+        if pool is None:
+            return prepare(work, ref, claimed, keep_rows=keep)
+        try:
+            return pool.submit(prepare_in_worker, work, ref, claimed, keep).result()
+        except _CRASHES as exc:
+            return crash_isolated(pool, work, ref, exc, keep_rows=keep)
+
+    return again
+
+
+def _in_pool(
+    pool: WorkerPool, work: BatchWork, refs: Iterator[BatchRef], *, depth: int
+) -> _Prepared:
+    """Yield each batch prepared in the pool, in order, keeping up to ``depth`` in flight."""
+    in_flight: deque[tuple[BatchRef, Future[PreparedBatch]]] = deque()
+
+    def collect() -> tuple[BatchRef, PreparedBatch]:
+        ref, future = in_flight.popleft()
+        try:
+            return ref, future.result()
+        except _CRASHES as exc:
+            return ref, crash_isolated(pool, work, ref, exc)
+
+    try:
+        for ref in refs:
+            in_flight.append((ref, pool.submit(prepare_in_worker, work, ref)))
+            if len(in_flight) >= max(depth, 1):
+                yield collect()
+        while in_flight:
+            yield collect()
+    finally:
+        for _, future in in_flight:
+            future.cancel()
+
+
+def _refresh_totals(store: CheckpointStore, lease: Lease) -> None:
+    row = store.conn.execute(
+        "SELECT rows_read, rows_written, rows_failed, rows_filtered, rows_fanout"
+        " FROM parallel_batch.chunks WHERE job_key = %s AND chunk_id = %s",
+        (lease.job_key, lease.chunk_id),
+    ).fetchone()
+    if row is not None:
+        (
+            lease.rows_read,
+            lease.rows_written,
+            lease.rows_failed,
+            lease.rows_filtered,
+            lease.rows_fanout,
+        ) = map(int, row)
 
 
 def _summary(
@@ -265,177 +286,6 @@ def _summary(
         resumed_from=lease.resumed_from,
         attempt=lease.attempts,
         rows_this_attempt=rows_this_attempt,
-    )
-
-
-def _in_process(
-    work: BatchWork, read_conn: psycopg.Connection, ranges: Iterator[BatchRange]
-) -> _Prepared:
-    for batch in ranges:
-        yield batch, prepare_batch(work, read_conn, batch)
-
-
-class _PoolPreparer:
-    """Prepares batches in a WorkerPool, in order, and splits the ones that kill their worker."""
-
-    def __init__(self, pool: WorkerPool, work: BatchWork, read_conn: psycopg.Connection) -> None:
-        self._pool = pool
-        self._work = work
-        self._read_conn = read_conn
-        self._fn = functools.partial(prepare_in_worker, work)
-
-    def prepare(self, ranges: Iterator[BatchRange], *, depth: int) -> _Prepared:
-        """Yield each batch prepared, in order, keeping up to ``depth`` batches in the pool."""
-        in_flight: deque[tuple[BatchRange, Future[BatchResult[BatchRange, PreparedBatch]]]]
-        in_flight = deque()
-        try:
-            for batch in ranges:
-                in_flight.append((batch, self._submit(batch)))
-                if len(in_flight) >= max(depth, 1):
-                    yield self._next(in_flight)
-            while in_flight:
-                yield self._next(in_flight)
-        finally:
-            for _, future in in_flight:
-                future.cancel()
-
-    def _next(
-        self, in_flight: deque[tuple[BatchRange, Future[BatchResult[BatchRange, PreparedBatch]]]]
-    ) -> tuple[BatchRange, PreparedBatch]:
-        batch, future = in_flight[0]
-        prepared = self._collect(batch, future)
-        in_flight.popleft()
-        return batch, prepared
-
-    def _submit(self, batch: BatchRange) -> Future[BatchResult[BatchRange, PreparedBatch]]:
-        return self._pool.submit_batch(self._fn, [batch])
-
-    def _collect(
-        self, batch: BatchRange, future: Future[BatchResult[BatchRange, PreparedBatch]]
-    ) -> PreparedBatch:
-        result = future.result()
-        if result.outputs:
-            (prepared,) = result.outputs
-            return prepared
-        (failure,) = result.failures
-        if failure.error_type not in _SPLIT_ON:
-            raise BatchPrepareError(
-                f"a worker failed to prepare the batch {batch}: "
-                f"{failure.error_type}: {failure.message}"
-            ) from RemoteTraceback(failure.traceback)
-        return self._split(batch, failure.error_type, failure.message, failure.attempts)
-
-    def _split(
-        self, batch: BatchRange, error_type: str, message: str, attempts: int
-    ) -> PreparedBatch:
-        """Prepare ``batch`` again in parts, after it killed its worker or ran out of time."""
-        reader, binary = self._work.reader, self._work.copy_format.binary
-        parts = reader.split(self._read_conn, batch, SPLIT_PARTS)
-        if parts is None:  # the row responsible, alone (or no row left): a dead letter
-            rows = reader.rows(self._read_conn, batch)
-            return PreparedBatch(
-                len(rows),
-                CopyData(b"", 0, binary),
-                [FailedRow(row, error_type, message, attempts) for row in rows],
-            )
-        log.warning(
-            "A batch failed with %s in a worker: preparing it again in %d parts to isolate the "
-            "row responsible",
-            error_type,
-            len(parts),
-        )
-        futures = [(part, self._submit(part)) for part in parts]
-        try:
-            return PreparedBatch.join(
-                [self._collect(part, future) for part, future in futures], binary=binary
-            )
-        finally:
-            for _, future in futures:
-                future.cancel()
-
-
-def _commit_all(
-    store: CheckpointStore,
-    lease: Lease,
-    chunk: TableChunk,
-    spec: TableJobSpec,
-    batches: _Prepared,
-    ahead: int,
-    tracker: ProgressTracker,
-    on_progress: ProgressCallback | None,
-) -> None:
-    """Commit every prepared batch in turn (on a ReadAhead thread when ``ahead``)."""
-    source = ReadAhead(batches, depth=ahead, name=f"prepare {chunk.chunk_id}") if ahead else None
-    try:
-        for batch, prepared in source if source is not None else batches:
-            _commit(store, lease, chunk, spec, batch, prepared)
-            snapshot = tracker.advance(prepared.rows_read)
-            if on_progress is not None:
-                on_progress(snapshot)
-    finally:
-        if source is not None:
-            source.close()  # closes the generator on its own thread
-        else:
-            batches.close()
-    if lease.needs_reset:  # no rows left in the chunk: the reset still has to happen
-        empty = CopyData(b"", 0, True)
-        _commit(store, lease, chunk, spec, None, PreparedBatch(0, empty, []))
-    tracker.log()
-
-
-def _commit(
-    store: CheckpointStore,
-    lease: Lease,
-    chunk: TableChunk,
-    spec: TableJobSpec,
-    batch: BatchRange | None,
-    prepared: PreparedBatch,
-) -> None:
-    """Commit one prepared batch (outputs, dead letters, checkpoint) in one transaction."""
-    if len(prepared.data) + len(prepared.failures) != prepared.rows_read:
-        raise _RowMismatchError(
-            f"batch of {prepared.rows_read} rows came back as {len(prepared.data)} outputs and "
-            f"{len(prepared.failures)} failures"
-        )
-    key_index = spec.key_index
-    letters = [
-        DeadLetter(
-            item_key=str(key_to_json(failure.row[key_index])),
-            line_number=None,
-            payload=json_payload(spec.source_columns, failure.row),
-            error_type=failure.error_type,
-            message=failure.message,
-            attempts=failure.attempts,
-        )
-        for failure in prepared.failures
-    ]
-    data = prepared.data
-
-    def write(conn: psycopg.Connection) -> int:
-        if lease.needs_reset:
-            deleted = delete_chunk_output(conn, spec, chunk)
-            log.info(
-                "Full refresh: deleted %d earlier output rows of chunk %s from %s",
-                deleted,
-                chunk.chunk_id,
-                spec.target_table,
-            )
-        if not data:
-            return 0
-        return write_rows(
-            conn,
-            spec.target_table,
-            spec.target_columns,
-            data,
-            mode=spec.write_mode,
-            key_columns=spec.target_key_columns,
-        )
-
-    store.commit_batch(
-        lease,
-        last_key=None if batch is None else batch.upper,
-        rows_read=prepared.rows_read,
-        write=write,
-        dead_letters=letters,
-        rows_written=len(data),  # checked against what the writer reports
+        rows_filtered=lease.rows_filtered,
+        rows_fanout=lease.rows_fanout,
     )

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from parallel_batch.store.deadletters import DeadLetter
+from parallel_batch.store.deadletters import DeadLetter, StoredDeadLetter
 
-__all__ = ["BatchRef", "ChunkReader", "ReadBatch", "Row", "Source"]
+__all__ = ["BatchRef", "ChunkReader", "KeyRange", "ReadBatch", "Row", "Sizing", "Source"]
 
 Row = tuple[Any, ...]
 # A batch's reference: a NamedTuple of plain values (it is pickled to workers and logged).
@@ -37,16 +37,49 @@ class ReadBatch:
     :param rows: typed records in source order, values in the reader's ``columns`` order.
     :param lines: each row's 1-based starting line in its file; None for table rows.
     :param errors: records that could not be read (a file's bad records), already dead letters.
+    :param keys: each row's dead-letter key, when the reader has them at hand (a replay).
     """
 
     rows: list[Row]
     lines: list[int] | None = None
     errors: list[DeadLetter] = field(default_factory=list)
+    keys: list[str] | None = None
 
     @property
     def read(self) -> int:
         """Records read: each ends in the target, the filtered count or the dead letters."""
         return len(self.rows) + len(self.errors)
+
+
+class Sizing(NamedTuple):
+    """How to cut a source into chunks.
+
+    :param chunks: about this many chunks (None: by size); or
+    :param chunk_size: chunks of about this size (rows of a table, bytes of a file).
+    :param max_chunks: never more (Airflow's ``max_map_length``).
+    """
+
+    chunks: int | None
+    chunk_size: int | None
+    max_chunks: int
+
+
+class KeyRange(NamedTuple):
+    """The source rows a chunk owns, by key: what a full refresh deletes from the target before
+    the chunk writes again (the target rows whose key is one of these rows' keys).
+
+    :param table: the source table.
+    :param key_column: its key.
+    :param lower: exclusive lower bound (None: from the first key).
+    :param upper: inclusive upper bound (None: to the last key).
+    :param filter: ``(column, start, end)`` of a data interval, or None for every row.
+    """
+
+    table: str
+    key_column: str
+    lower: Any
+    upper: Any
+    filter: tuple[str, Any, Any] | None = None
 
 
 class ChunkReader(Protocol):
@@ -81,6 +114,11 @@ class ChunkReader(Protocol):
         """Release what the reader opened in this process (its connection, its file)."""
         ...
 
+    def owned(self) -> KeyRange | None:
+        """The source keys this chunk owns (a table's chunk), or None: a refresh then replaces
+        earlier output by upserting over it."""
+        ...
+
 
 class Source(Protocol):
     """A job's source: plans the chunks, makes each chunk's reader. Stored with the job as JSON
@@ -99,26 +137,26 @@ class Source(Protocol):
         """What is read, for display and messages (a table, a path)."""
         ...
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The names of a row's values, in order (resolved when the job is planned)."""
+        ...
+
     def to_dict(self) -> dict[str, Any]:
         """The source as JSON-ready data (no secrets)."""
         ...
 
-    def plan(
-        self,
-        conninfo: str | None,
-        *,
-        chunks: int | None,
-        chunk_size: int | None,
-        max_chunks: int,
-    ) -> list[dict[str, Any]]:
-        """Split the source into chunks: JSON entries with a ``chunk_id`` (its range) and ``rows``.
-
-        :param chunks: about this many chunks; or
-        :param chunk_size: chunks of about this size (rows of a table, bytes of a file).
-        :param max_chunks: never more (Airflow's ``max_map_length``).
-        """
+    def plan(self, conninfo: str | None, sizing: Sizing) -> list[dict[str, Any]]:
+        """Split the source into chunks: JSON entries with a ``chunk_id`` (its range) and ``rows``."""
         ...
 
     def chunk_reader(self, conninfo: str | None, entry: dict[str, Any]) -> ChunkReader:
         """The reader of one chunk of the plan."""
+        ...
+
+    def replay_rows(
+        self, conninfo: str | None, letters: Sequence[StoredDeadLetter], from_payload: bool
+    ) -> dict[str, Row]:
+        """The rows to replay for these dead letters, by item key: as the source holds them now
+        or (``from_payload``) as the dead letters stored them. Missing items are left out."""
         ...

@@ -25,6 +25,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import repeat
+from pathlib import Path
 
 from parallel_batch.sources.csv.schema import CUSTOMERS_SCHEMA
 
@@ -187,3 +188,11 @@ def _flush(buffer: io.StringIO, out: io.BufferedWriter) -> int:
     buffer.truncate()
     out.write(data)
     return len(data)
+
+
+def default_csv_path() -> Path:
+    """Where ``make demo`` writes the demo customers CSV: ``.parallel_batch/demo/customers.csv``
+    (computed only: nothing is created)."""
+    from parallel_batch.local.paths import state_dir
+
+    return state_dir() / "demo" / "customers.csv"

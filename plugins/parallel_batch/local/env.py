@@ -33,6 +33,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from parallel_batch.airflow import POOL_NAME
 from parallel_batch.exceptions import ConfigurationError
 from parallel_batch.local import metadata_db
 from parallel_batch.local.conninfo import (
@@ -61,7 +62,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-POOL_NAME = "parallel_batch"
 DEFAULT_API_HOST = "127.0.0.1"  # all users are admins: never listen beyond this machine
 DEFAULT_API_PORT = 8080
 SQL_ALCHEMY_CONN_ENV = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
@@ -139,8 +139,14 @@ def airflow_environment(
     cores = cpu_count or os.cpu_count() or 1
     keys = _load_or_create_secrets(home)
     api = f"http://{api_host}:{api_port}"
+    root = str(project_root().resolve())
+    python_path = os.pathsep.join(
+        [root, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root)]
+    )
     return {
         "AIRFLOW_HOME": str(home),
+        # The project root, for `include.transforms...` (Airflow adds only dags/ and plugins/).
+        "PYTHONPATH": python_path,
         "AIRFLOW__CORE__DAGS_FOLDER": str((dags_folder or project_root() / "dags").resolve()),
         # Our plugin loads through its entry point. The project's plugins/ would do too (its
         # .airflowignore skips the package), but a folder of the home's own keeps it that way

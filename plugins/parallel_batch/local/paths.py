@@ -26,3 +26,19 @@ def state_dir() -> Path:
     path = Path(home).resolve() if home else project_root() / STATE_DIR_NAME
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def include_dir() -> Path:
+    """Return the project's ``include/`` (the demo tables' SQL, transforms and sample data): the
+    project root's, else the source checkout's, else the working directory's.
+
+    :raises FileNotFoundError: when none has one (an installed package run outside its project).
+    """
+    candidates = [project_root(), Path(__file__).resolve().parents[3], Path.cwd()]
+    for root in candidates:
+        if (root / "include" / "sql").is_dir():
+            return root / "include"
+    raise FileNotFoundError(
+        f"no include/sql/ in {', '.join(map(str, dict.fromkeys(candidates)))}: run from the "
+        "project, or set PARALLEL_BATCH_HOME to <project>/.parallel_batch"
+    )

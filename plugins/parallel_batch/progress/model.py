@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 from parallel_batch.engine.progress import format_duration
-from parallel_batch.store.records import ChunkState, JobStatus
+from parallel_batch.store.records import ChunkCounts, ChunkState, JobStatus
 
 __all__ = [
     "JOB_STATUSES",
@@ -65,18 +65,26 @@ class Figures:
 
     :param rows_written: rows in the target.
     :param rows_failed: rows read that became dead letters.
+    :param rows_filtered: rows read that the transform dropped (not failures).
+    :param rows_fanout: rows written beyond one per row read (a transform fanning out).
     """
 
     rows_written: int
     rows_failed: int
+    rows_filtered: int
+    rows_fanout: int
+
+
+def _copy(record: Any, fields: type) -> dict[str, Any]:
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(fields)}
 
 
 def _figures(record: JobStatus | ChunkState) -> dict[str, Any]:
-    return {f.name: getattr(record, f.name) for f in dataclasses.fields(Figures)}
+    return _copy(record, Figures)
 
 
 @dataclass(frozen=True, kw_only=True)
-class JobRow(Figures):
+class JobRow(Figures, ChunkCounts):
     """One job as the views show it.
 
     :param rows_done: rows read so far (each is now in the target, a dead letter or filtered).
@@ -94,11 +102,6 @@ class JobRow(Figures):
     kind: str
     source: str | None
     target: str | None
-    chunks_total: int
-    chunks_pending: int
-    chunks_running: int
-    chunks_completed: int
-    chunks_failed: int
     rows_total: int
     rows_done: int
     percent: float
@@ -191,11 +194,7 @@ def job_row(status: JobStatus) -> JobRow:
         kind=job.kind,
         source=job.source,
         target=job.target,
-        chunks_total=status.chunks_total,
-        chunks_pending=status.chunks_pending,
-        chunks_running=status.chunks_running,
-        chunks_completed=status.chunks_completed,
-        chunks_failed=status.chunks_failed,
+        **_copy(status, ChunkCounts),
         rows_total=total,
         rows_done=status.rows_read,
         percent=percent,

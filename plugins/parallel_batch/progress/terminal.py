@@ -162,10 +162,19 @@ def format_plain(report: StatusReport) -> str:
             lines.extend(_plain_table(_CHUNK_HEADERS, [_chunk_cells(c) for c in report.chunks]))
         else:
             lines.append("The job has no chunks (nothing to process).")
+        lines.extend(["", reconciliation(report.jobs[0])])
         error = report.jobs[0].error
         if error:
             lines.extend(["", f"Error: {error}"])
     return "\n".join(lines)
+
+
+def reconciliation(job: JobRow) -> str:
+    """Where a job's rows went: read = written - fan-out + filtered + dead letters."""
+    return (
+        f"Rows: {job.rows_done:,} read = {job.rows_written:,} written - {job.rows_fanout:,} "
+        f"fan-out + {job.rows_filtered:,} filtered + {job.rows_failed:,} dead letters"
+    )
 
 
 _STYLES = {
@@ -175,6 +184,15 @@ _STYLES = {
     "failed": "bold red",
     "interrupted": "yellow",
 }
+
+
+def _table(title: str, headers: Sequence[str], wrapped: tuple[str, ...]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for header in headers:
+        table.add_column(header.title(), no_wrap=header not in wrapped, overflow="fold")
+    return table
 
 
 def _rich(report: StatusReport) -> list[Any]:
@@ -193,40 +211,27 @@ def _rich(report: StatusReport) -> list[Any]:
         )
         return grid
 
-    jobs = Table(title="parallel_batch jobs", title_justify="left")
-    for header in _JOB_HEADERS:
-        jobs.add_column(
-            header.title(), no_wrap=header not in ("JOB", "SOURCE -> TARGET"), overflow="fold"
-        )
+    jobs = _table("parallel_batch jobs", _JOB_HEADERS, ("JOB", "SOURCE -> TARGET"))
     for job in report.jobs:
         cells = _job_cells(job)
+        red = Text(cells[7], style="red" if job.dead_letters else "")
         jobs.add_row(
-            cells[0],
-            state(job.status),
-            cells[2],
-            bar(job.percent),
-            *cells[4:7],
-            Text(cells[7], style="red" if job.dead_letters else ""),
-            cells[8],
+            cells[0], state(job.status), cells[2], bar(job.percent), *cells[4:7], red, cells[8]
         )
     out: list[Any] = [jobs]
     if report.chunks is not None:
-        chunks = Table(title=f"chunks of {report.jobs[0].job_key}", title_justify="left")
-        for header in _CHUNK_HEADERS:
-            chunks.add_column(
-                header.title(), no_wrap=header not in ("CHUNK", "HOLDER / ERROR"), overflow="fold"
-            )
+        chunks = _table(
+            f"chunks of {report.jobs[0].job_key}", _CHUNK_HEADERS, ("CHUNK", "HOLDER / ERROR")
+        )
         for chunk in report.chunks:
             cells = _chunk_cells(chunk)
+            red = Text(cells[7], style="red" if chunk.dead_letters else "")
+            error = Text(cells[8], style="red" if chunk.error else "dim")
             chunks.add_row(
-                cells[0],
-                state(chunk.status),
-                bar(chunk.percent),
-                *cells[3:7],
-                Text(cells[7], style="red" if chunk.dead_letters else ""),
-                Text(cells[8], style="red" if chunk.error else "dim"),
+                cells[0], state(chunk.status), bar(chunk.percent), *cells[3:7], red, error
             )
         out.append(chunks)
+        out.append(Text(reconciliation(report.jobs[0])))
         if report.jobs[0].error:
             out.append(Text(f"Error: {report.jobs[0].error}", style="red"))
     return out

@@ -171,6 +171,9 @@ class CheckpointStore:
             raise
         if lease.completed:
             self._unlock(job_key, chunk_id)
+            # The job's roll-up after this chunk's completion may have been lost with its
+            # holder (killed in between): a rerun repairs the job's status.
+            self._roll_up(job_key)
             log.info("Chunk %s of job %s is already completed: skipping it", chunk_id, job_key)
             return lease
         self._roll_up(job_key)
@@ -323,12 +326,9 @@ class CheckpointStore:
         self._unlock(lease.job_key, lease.chunk_id)
         self._roll_up(lease.job_key)
         log.info(
-            "Completed chunk %s of job %s: %d rows read, %d written, %d dead letters",
-            lease.chunk_id,
-            lease.job_key,
-            lease.rows_read,
-            lease.rows_written,
-            lease.rows_failed,
+            "Completed chunk %s of job %s: %d rows read, %d written, %d filtered, %d dead letters",
+            *(lease.chunk_id, lease.job_key, lease.rows_read, lease.rows_written),
+            *(lease.rows_filtered, lease.rows_failed),
         )
 
     def fail(self, lease: Lease, error: BaseException | str) -> bool:

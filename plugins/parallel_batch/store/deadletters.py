@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import json
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from psycopg.types.json import Jsonb
 # A message longer than this is cut (with a marker): tracebacks can be huge, and the table is
 # read by people and by the status view. Larger: more context kept; smaller: smaller rows.
 MAX_MESSAGE_CHARS = 4000
+_NUL = "\x00"
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,17 @@ def json_payload(columns: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
     if len(columns) != len(row):
         raise ValueError(f"row has {len(row)} values but {len(columns)} columns were given")
     result: dict[str, Any] = json.loads(dumps(dict(zip(columns, row, strict=True))))
-    return result
+    # jsonb holds neither a NUL character nor NaN/Infinity: a row with one must still become a
+    # dead letter, so those values are kept as text.
+    return {k: _jsonb_safe(v) for k, v in result.items()}
+
+
+def _jsonb_safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace(_NUL, "\\u0000")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def _cut(message: str) -> str:
@@ -193,24 +205,27 @@ def count_dead_letters(
     return int(row[0]) if row else 0
 
 
+_COUNT_BY = {
+    "chunk_id": "SELECT chunk_id, count(*) FROM parallel_batch.dead_letters"
+    " WHERE job_key = %s AND replayed_at IS NULL GROUP BY 1 ORDER BY 1",
+    "error_type": "SELECT error_type, count(*) AS n FROM parallel_batch.dead_letters"
+    " WHERE job_key = %s AND replayed_at IS NULL GROUP BY 1 ORDER BY n DESC, 1",
+}
+
+
 def count_by_chunk(conn: psycopg.Connection, job_key: str) -> dict[str, int]:
     """Return the number of pending dead letters of each chunk of a job that has any."""
-    rows = conn.execute(
-        "SELECT chunk_id, count(*) FROM parallel_batch.dead_letters"
-        " WHERE job_key = %s AND replayed_at IS NULL GROUP BY chunk_id",
-        (job_key,),
-    ).fetchall()
-    return {chunk_id: int(n) for chunk_id, n in rows}
+    return _count_by(conn, "chunk_id", job_key)
 
 
 def count_by_error_type(conn: psycopg.Connection, job_key: str) -> dict[str, int]:
     """Return the number of pending dead letters of a job per error type, most frequent first."""
-    rows = conn.execute(
-        "SELECT error_type, count(*) AS n FROM parallel_batch.dead_letters"
-        " WHERE job_key = %s AND replayed_at IS NULL GROUP BY error_type ORDER BY n DESC, 1",
-        (job_key,),
-    ).fetchall()
-    return {error_type: int(n) for error_type, n in rows}
+    return _count_by(conn, "error_type", job_key)
+
+
+def _count_by(conn: psycopg.Connection, column: str, job_key: str) -> dict[str, int]:
+    rows = conn.execute(_COUNT_BY[column], (job_key,)).fetchall()
+    return {value: int(n) for value, n in rows}
 
 
 def _stored(row: Mapping[str, Any]) -> StoredDeadLetter:

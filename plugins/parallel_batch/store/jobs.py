@@ -32,6 +32,19 @@ __all__ = ["JOB_COLUMNS", "PlannedChunk", "ensure_job", "get_job", "plan_from_ch
 
 log = logging.getLogger(__name__)
 
+# A job's chunks summed up: counts by status and row totals (the roll-up and the read model).
+CHUNK_TOTALS_SQL = """count(*) AS total,
+    count(*) FILTER (WHERE status = 'pending') AS pending,
+    count(*) FILTER (WHERE status = 'running') AS running,
+    count(*) FILTER (WHERE status = 'completed') AS completed,
+    count(*) FILTER (WHERE status = 'failed') AS failed,
+    coalesce(sum(rows_total), 0) AS rows_total,
+    coalesce(sum(rows_read), 0) AS rows_read,
+    coalesce(sum(rows_written), 0) AS rows_written,
+    coalesce(sum(rows_failed), 0) AS rows_failed,
+    coalesce(sum(rows_filtered), 0) AS rows_filtered,
+    coalesce(sum(rows_fanout), 0) AS rows_fanout"""
+
 JOB_COLUMNS = (
     "job_key, status, kind, source, target, plan, params, rows_total, rows_read, rows_written,"
     " rows_failed, rows_filtered, rows_fanout, created_at, started_at, finished_at, error"
@@ -122,22 +135,18 @@ def ensure_job(
             ON CONFLICT (job_key) DO NOTHING
             RETURNING job_key
             """,
-            (
-                job_key,
-                "completed" if not entries else "pending",
-                kind,
-                source,
-                target,
-                Jsonb(entries, dumps=dumps),
-                Jsonb(params or {}, dumps=dumps),
-                rows_total,
-            ),
+            (job_key, *_job_values(kind, entries, params, source, target, rows_total)),
         ).fetchone()
         if inserted is not None:
             _insert_chunks(conn, job_key, entries, needs_reset=full_refresh)
             log.info("Created job %s with %d chunks", job_key, len(entries))
         elif full_refresh:
-            _refresh(conn, job_key, kind, entries, params, source, target, rows_total)
+            _refresh(
+                conn,
+                job_key,
+                entries,
+                _job_values(kind, entries, params, source, target, rows_total),
+            )
     job = get_job(conn, job_key)
     if job is None:  # deleted by someone in between: a broken setup, not a race to win
         raise ConfigurationError(f"job {job_key} vanished while it was being created")
@@ -149,6 +158,20 @@ def ensure_job(
             len(job.plan),
         )
     return job
+
+
+def _job_values(
+    kind: str,
+    entries: list[dict[str, Any]],
+    params: dict[str, Any] | None,
+    source: str | None,
+    target: str | None,
+    rows_total: int,
+) -> tuple[Any, ...]:
+    """status, kind, source, target, plan, params, rows_total of a job row (new or refreshed)."""
+    status = "completed" if not entries else "pending"
+    plan, stored = Jsonb(entries, dumps=dumps), Jsonb(params or {}, dumps=dumps)
+    return (status, kind, source, target, plan, stored, rows_total)
 
 
 def _insert_chunks(
@@ -176,14 +199,7 @@ def _insert_chunks(
 
 
 def _refresh(
-    conn: psycopg.Connection,
-    job_key: str,
-    kind: str,
-    entries: list[dict[str, Any]],
-    params: dict[str, Any] | None,
-    source: str | None,
-    target: str | None,
-    rows_total: int,
+    conn: psycopg.Connection, job_key: str, entries: list[dict[str, Any]], values: tuple[Any, ...]
 ) -> None:
     """Start an existing job over from ``entries`` (inside ensure_job's transaction)."""
     # NO KEY UPDATE: a batch commit inserting dead letters holds its chunk row and takes a KEY
@@ -209,16 +225,7 @@ def _refresh(
             started_at = NULL, finished_at = NULL, error = NULL
         WHERE job_key = %s
         """,
-        (
-            "completed" if not entries else "pending",
-            kind,
-            source,
-            target,
-            Jsonb(entries, dumps=dumps),
-            Jsonb(params or {}, dumps=dumps),
-            rows_total,
-            job_key,
-        ),
+        (*values, job_key),
     )
     log.warning(
         "Full refresh of job %s: %d chunks start over (%d key claims dropped); their earlier "
@@ -241,7 +248,7 @@ def roll_up(conn: psycopg.Connection, job_key: str) -> None:
             "SELECT 1 FROM parallel_batch.jobs WHERE job_key = %s FOR NO KEY UPDATE", (job_key,)
         )
         conn.execute(
-            """
+            f"""
             UPDATE parallel_batch.jobs j SET
                 rows_read = s.rows_read, rows_written = s.rows_written,
                 rows_failed = s.rows_failed, rows_filtered = s.rows_filtered,
@@ -258,17 +265,7 @@ def roll_up(conn: psycopg.Connection, job_key: str) -> None:
                     THEN coalesce(s.finished_at, now()) END,
                 error = CASE WHEN s.failed > 0 AND s.running + s.pending = 0 THEN s.error END
             FROM (
-                SELECT count(*) AS total,
-                       count(*) FILTER (WHERE status = 'completed') AS completed,
-                       count(*) FILTER (WHERE status = 'running') AS running,
-                       count(*) FILTER (WHERE status = 'failed') AS failed,
-                       count(*) FILTER (WHERE status = 'pending') AS pending,
-                       coalesce(sum(rows_total), 0) AS rows_total,
-                       coalesce(sum(rows_read), 0) AS rows_read,
-                       coalesce(sum(rows_written), 0) AS rows_written,
-                       coalesce(sum(rows_failed), 0) AS rows_failed,
-                       coalesce(sum(rows_filtered), 0) AS rows_filtered,
-                       coalesce(sum(rows_fanout), 0) AS rows_fanout,
+                SELECT {CHUNK_TOTALS_SQL},
                        min(started_at) AS started_at, max(finished_at) AS finished_at,
                        (array_agg(chunk_id || ': ' || error ORDER BY position)
                            FILTER (WHERE status = 'failed'))[1] AS error

@@ -12,16 +12,32 @@ from parallel_batch.store.catalog import JSONKey
 Status = Literal["pending", "running", "completed", "failed"]
 
 
+@dataclass(frozen=True, kw_only=True)
+class RowCounts:
+    """What became of a job's or a chunk's rows:
+    ``rows_read == rows_written - rows_fanout + rows_filtered + rows_failed``.
+
+    :param rows_read: source rows read.
+    :param rows_written: output rows written to the target.
+    :param rows_failed: source rows that became dead letters.
+    :param rows_filtered: source rows the transform dropped (counted, not failures).
+    :param rows_fanout: output rows beyond one per source row (a transform fanning out).
+    """
+
+    rows_read: int
+    rows_written: int
+    rows_failed: int
+    rows_filtered: int
+    rows_fanout: int
+
+
 @dataclass(frozen=True)
-class Job:
+class Job(RowCounts):
     """A job: one processing of one source into one target, identified by its ``job_key``.
 
     :param plan: the chunk plan stored when the job was created (each entry has a ``chunk_id``);
         it is reused by every later run of the same job_key, never planned again.
     :param params: the run parameters stored with the job (for display and for the replay).
-    :param rows_filtered: source rows the transform dropped (counted, not failures).
-    :param rows_fanout: output rows beyond one per source row (a transform fanning out), so that
-        ``rows_read == rows_written - rows_fanout + rows_filtered + rows_failed``.
     """
 
     job_key: str
@@ -32,11 +48,6 @@ class Job:
     plan: list[dict[str, Any]]
     params: dict[str, Any]
     rows_total: int
-    rows_read: int
-    rows_written: int
-    rows_failed: int
-    rows_filtered: int
-    rows_fanout: int
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
@@ -87,7 +98,7 @@ class Lease:
 
 
 @dataclass(frozen=True)
-class ChunkState:
+class ChunkState(RowCounts):
     """One chunk as the status view shows it.
 
     :param alive: a live session holds the chunk's lock right now (a ``running`` chunk that is not
@@ -102,11 +113,6 @@ class ChunkState:
     status: Status
     last_key: JSONKey | None
     rows_total: int | None
-    rows_read: int
-    rows_written: int
-    rows_failed: int
-    rows_filtered: int
-    rows_fanout: int
     attempts: int
     lease_token: int
     holder: str | None
@@ -122,8 +128,19 @@ class ChunkState:
         return cls(**{f: row[f] for f in cls.__dataclass_fields__})
 
 
+@dataclass(frozen=True, kw_only=True)
+class ChunkCounts:
+    """A job's chunks by state."""
+
+    chunks_total: int
+    chunks_pending: int
+    chunks_running: int
+    chunks_completed: int
+    chunks_failed: int
+
+
 @dataclass(frozen=True)
-class JobStatus:
+class JobStatus(RowCounts, ChunkCounts):
     """A job's progress, computed from its chunks at query time.
 
     :param elapsed_seconds: since the job started (until it finished), None before it started.
@@ -133,17 +150,7 @@ class JobStatus:
     """
 
     job: Job
-    chunks_total: int
-    chunks_pending: int
-    chunks_running: int
-    chunks_completed: int
-    chunks_failed: int
     rows_total: int
-    rows_read: int
-    rows_written: int
-    rows_failed: int
-    rows_filtered: int
-    rows_fanout: int
     dead_letters: int
     elapsed_seconds: float | None
     rate_per_second: float | None

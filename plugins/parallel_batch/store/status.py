@@ -17,7 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from parallel_batch.store import leases
-from parallel_batch.store.jobs import JOB_COLUMNS
+from parallel_batch.store.jobs import CHUNK_TOTALS_SQL, JOB_COLUMNS
 from parallel_batch.store.records import ChunkState, Job, JobStatus
 
 __all__ = ["chunk_states", "job_status", "list_jobs"]
@@ -90,17 +90,7 @@ def _statuses(
                        AS elapsed_seconds
             FROM parallel_batch.jobs j
             CROSS JOIN LATERAL (
-                SELECT count(*) AS total,
-                       count(*) FILTER (WHERE status = 'pending') AS pending,
-                       count(*) FILTER (WHERE status = 'running') AS running,
-                       count(*) FILTER (WHERE status = 'completed') AS completed,
-                       count(*) FILTER (WHERE status = 'failed') AS failed,
-                       coalesce(sum(rows_total), 0) AS rows_total,
-                       coalesce(sum(rows_read), 0) AS rows_read,
-                       coalesce(sum(rows_written), 0) AS rows_written,
-                       coalesce(sum(rows_failed), 0) AS rows_failed,
-                       coalesce(sum(rows_filtered), 0) AS rows_filtered,
-                       coalesce(sum(rows_fanout), 0) AS rows_fanout
+                SELECT {CHUNK_TOTALS_SQL}
                 FROM parallel_batch.chunks c WHERE c.job_key = j.job_key
             ) s
             {where}

@@ -198,3 +198,33 @@ def test_plain_bar_bounds() -> None:
     assert status.plain_bar(100.0, 4) == "[####] 100%"
     assert status.plain_bar(200.0, 4).startswith("[####]")
     assert status.plain_bar(99.9, 4) == "[###.]  99%"  # full only when done
+
+
+def test_a_job_view_reconciles_its_rows(pg_url: str, pg_conn: psycopg.Connection) -> None:
+    """Test that one job's view says where its rows went, filtered and fan-out included, and the
+    page shows the same figures."""
+    from starlette.testclient import TestClient
+
+    from parallel_batch.progress.app import create_app
+
+    pg_conn.execute("CREATE TABLE target (id int)")
+    with CheckpointStore.connect(pg_url) as store:
+        store.ensure_job("kinds", kind="table", plan=[{"chunk_id": "(-inf,+inf]", "rows": 100}])
+        lease = store.acquire("kinds", "(-inf,+inf]", holder="worker-a")
+        store.commit_batch(
+            lease,
+            last_key=100,
+            rows_read=100,
+            write=_insert(105),  # 95 rows written once, 5 of them twice (fan-out 10)
+            dead_letters=[_letter(7), _letter(9)],
+            rows_filtered=3,
+            rows_fanout=10,
+        )
+        store.complete(lease)
+
+    text = status.format_plain(_report(pg_url, "kinds"))
+    page = TestClient(create_app(lambda: pg_url)).get("/job", params={"key": "kinds"})
+
+    assert "Rows: 100 read = 105 written - 10 fan-out + 3 filtered + 2 dead letters" in text
+    assert page.status_code == 200
+    assert "105 written (10 fan-out) · 3 filtered · 2 dead letters" in page.text

@@ -8,47 +8,33 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from parallel_batch.demo.csv_file import write_customers_csv
-from parallel_batch.demo.events import EVENTS_TABLE, seed_events
-from parallel_batch.local.demo_data import (
-    DEMO_CSV_RECORDS,
-    DEMO_EVENTS,
-    seed_missing_demo_data,
-)
+from parallel_batch.demo.events import seed_events
+from parallel_batch.demo.tables import EVENTS_TABLE
+from parallel_batch.local.demo_data import DEMO_EVENTS, seed_missing_demo_data
 
 
-def test_seeds_what_is_missing(pg_url: str, pg_conn: psycopg.Connection, tmp_path: Path) -> None:
-    """Test that a database without demo.events and a missing CSV get both, said in two lines."""
-    csv_path = tmp_path / "demo" / "customers.csv"
-
-    done = seed_missing_demo_data(pg_url, csv_path)
+def test_seeds_what_is_missing(pg_url: str, pg_conn: psycopg.Connection) -> None:
+    """Test that a database without demo.events gets it, said in one line."""
+    done = seed_missing_demo_data(pg_url)
 
     assert done == [
         f"seeded {EVENTS_TABLE} with {DEMO_EVENTS:,} rows (parallel_batch_table's source)",
-        f"wrote {DEMO_CSV_RECORDS:,} customer records to {csv_path} (parallel_batch_csv's path)",
     ]
     assert pg_conn.execute(f"SELECT count(*) FROM {EVENTS_TABLE}").fetchone() == (DEMO_EVENTS,)
     poison = pg_conn.execute(
         f"SELECT count(*) FROM {EVENTS_TABLE} WHERE payload LIKE 'poison:%'"
     ).fetchone()
     assert poison is not None and poison[0] > 0
-    lines = csv_path.read_bytes().count(b"\r\n")
-    assert lines >= DEMO_CSV_RECORDS + 1  # the header and every record (some span lines)
-    assert [p.name for p in csv_path.parent.iterdir()] == ["customers.csv"]  # no partial file
 
 
-def test_keeps_what_is_there(pg_url: str, pg_conn: psycopg.Connection, tmp_path: Path) -> None:
-    """Test that an existing demo.events and CSV are left exactly as they are."""
+def test_keeps_what_is_there(pg_url: str, pg_conn: psycopg.Connection) -> None:
+    """Test that an existing demo.events is left exactly as it is."""
     seed_events(pg_conn, 7)
-    csv_path = tmp_path / "customers.csv"
-    write_customers_csv(csv_path, 3)
-    before = csv_path.read_bytes()
 
-    done = seed_missing_demo_data(pg_url, csv_path)
+    done = seed_missing_demo_data(pg_url)
 
     assert done == []
     assert pg_conn.execute(f"SELECT count(*) FROM {EVENTS_TABLE}").fetchone() == (7,)
-    assert csv_path.read_bytes() == before
 
 
 def test_airflow_command_seeds_before_serving(
@@ -78,9 +64,8 @@ def test_airflow_command_seeds_before_serving(
 
     ((env, demo_data),) = served
     assert env["AIRFLOW__API__PORT"] == "8199"
-    assert [line.split(" ")[0] for line in demo_data] == ["seeded", "wrote"]
+    assert [line.split(" ")[0] for line in demo_data] == ["seeded"]
     assert pg_conn.execute(f"SELECT count(*) FROM {EVENTS_TABLE}").fetchone() == (DEMO_EVENTS,)
-    assert (tmp_path / ".parallel_batch" / "demo" / "customers.csv").is_file()
 
     assert main(["airflow", "--port", "8199", "--no-demo-data"]) == 0
     assert served[-1][1] == []

@@ -26,7 +26,7 @@ class CsvColumn:
     """One column of a CSV file.
 
     :param name: the column's name in the header.
-    :param kind: how its fields convert: ``int``, ``decimal``, ``text``, ``email`` or ``timestamp``.
+    :param kind: how its fields convert (a kind of :mod:`parallel_batch.sources.csv.convert`).
     :param required: whether an empty field is an error rather than ``None``.
     """
 

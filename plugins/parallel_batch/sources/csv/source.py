@@ -22,15 +22,16 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, NamedTuple
 
-from parallel_batch.core.source import ReadBatch
+from parallel_batch.core.source import ReadBatch, Row, Sizing
 from parallel_batch.exceptions import ConfigurationError
+from parallel_batch.sources.csv.convert import ColumnKind, convert_field
 from parallel_batch.sources.csv.files import FileIdentity
 from parallel_batch.sources.csv.planner import FileChunk, plan_csv_chunks, plan_ranges
 from parallel_batch.sources.csv.reader import read_csv_chunk, read_csv_header
 from parallel_batch.sources.csv.records import RecordError
 from parallel_batch.sources.csv.scan import iter_blocks
 from parallel_batch.sources.csv.schema import CsvColumn, CsvSchema
-from parallel_batch.store.deadletters import DeadLetter
+from parallel_batch.store.deadletters import DeadLetter, StoredDeadLetter
 
 __all__ = ["READER_ERRORS", "CsvBatchRef", "CsvChunkReader", "CsvSource", "line_key"]
 
@@ -69,6 +70,16 @@ def record_letter(error: RecordError) -> DeadLetter:
         error_type=READER_ERRORS.get(error.kind, READER_ERRORS["value"]),
         message=error.reason,
     )
+
+
+def _again(kind: ColumnKind, required: bool, value: Any) -> Any:
+    """A payload value (JSON) back to its column's type."""
+    if value is None:
+        return None
+    if kind == "json":
+        return value
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return convert_field(kind, required, text)
 
 
 class CsvBatchRef(NamedTuple):
@@ -118,6 +129,10 @@ class CsvSource:
     def name(self) -> str:
         return self.path
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.names
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
@@ -153,21 +168,14 @@ class CsvSource:
             self.schema.check_header(read_csv_header(self.path))
         return identity
 
-    def plan(
-        self,
-        conninfo: str | None,
-        *,
-        chunks: int | None,
-        chunk_size: int | None,
-        max_chunks: int,
-    ) -> list[dict[str, Any]]:
+    def plan(self, conninfo: str | None, sizing: Sizing) -> list[dict[str, Any]]:
         """Plan byte ranges; the entries carry the records each holds (estimated)."""
         self.check_file()
         planned = plan_csv_chunks(
             self.path,
-            chunks=chunks,
-            chunk_bytes=None if chunks is not None else chunk_size,
-            max_chunks=max_chunks,
+            chunks=sizing.chunks,
+            chunk_bytes=None if sizing.chunks is not None else sizing.chunk_size,
+            max_chunks=sizing.max_chunks,
             has_header=self.header,
         )
         estimates, _ = self.estimate(planned)
@@ -212,6 +220,28 @@ class CsvSource:
             ratio = len(sample) / (sample.end_line - first.first_line + 1)
             record_bytes = sample_chunk[0].size / len(sample)
         return [max(1, round(n * ratio)) for n in lines], record_bytes
+
+    def replay_rows(
+        self, conninfo: str | None, letters: Sequence[StoredDeadLetter], from_payload: bool
+    ) -> dict[str, Row]:
+        """See :meth:`parallel_batch.core.source.Source.replay_rows`. From the stored payloads: a file
+        is not re-read (fix it and load it again for bad records)."""
+        names = self.names
+        kinds = {
+            name: (c.kind, c.required) for name, c in zip(names, self.schema.columns, strict=True)
+        }
+        rows: dict[str, Row] = {}
+        for letter in letters:
+            payload = letter.payload
+            if not payload or set(payload) != set(names):
+                continue
+            try:
+                rows[letter.item_key] = tuple(
+                    _again(kinds[name][0], kinds[name][1], payload[name]) for name in names
+                )
+            except ValueError:
+                continue
+        return rows
 
     def chunk_reader(self, conninfo: str | None, entry: dict[str, Any]) -> CsvChunkReader:
         if self.identity is not None:
@@ -272,7 +302,8 @@ class CsvChunkReader:
 
     def split(self, ref: CsvBatchRef, parts: int) -> Sequence[CsvBatchRef] | None:
         chunk = FileChunk(ref.start, ref.end, ref.first_line)
-        refs = list(self._refs(chunk, max((ref.end - ref.start) // parts, 1)))
+        # Ceiling division: a step of at least size/parts leaves at most ``parts`` ranges.
+        refs = list(self._refs(chunk, -(-(ref.end - ref.start) // max(parts, 1))))
         return refs if len(refs) > 1 else None
 
     def position(self, ref: CsvBatchRef) -> dict[str, int]:
@@ -284,3 +315,6 @@ class CsvChunkReader:
 
     def close(self) -> None:
         pass
+
+    def owned(self) -> None:
+        return None  # a refresh upserts over the rows an earlier load wrote

@@ -16,18 +16,21 @@ Every statement is short and autocommit: no snapshot is held between batches.
 from __future__ import annotations
 
 import atexit
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from parallel_batch.core.source import ReadBatch
+from parallel_batch.core.source import KeyRange, ReadBatch, Row, Sizing
 from parallel_batch.sources.table.planner import RowFilter, TableChunk, plan_table_chunks
 from parallel_batch.sources.table.ranges import BatchRange, RangeReader
 from parallel_batch.sources.table.reader import use_reader_timezone
 from parallel_batch.store.catalog import JSONKey, column_types, key_to_json, key_type, table_columns
-from parallel_batch.store.identifiers import column_sql, parse_table
+from parallel_batch.store.deadletters import StoredDeadLetter
+from parallel_batch.store.identifiers import column_sql, columns_sql, parse_table, table_sql
 
 __all__ = ["TableChunkReader", "TableSource", "reader_connection"]
 
@@ -127,14 +130,7 @@ class TableSource:
             None if row_filter is None else RowFilter.from_dict(row_filter),
         )
 
-    def plan(
-        self,
-        conninfo: str | None,
-        *,
-        chunks: int | None,
-        chunk_size: int | None,
-        max_chunks: int,
-    ) -> list[dict[str, Any]]:
+    def plan(self, conninfo: str | None, sizing: Sizing) -> list[dict[str, Any]]:
         if conninfo is None:
             raise ValueError("a table source needs its database's conninfo")
         with psycopg.connect(
@@ -144,12 +140,44 @@ class TableSource:
                 c,
                 self.table,
                 self.key_column,
-                chunk_rows=None if chunks is not None else chunk_size,
-                chunks=chunks,
-                max_chunks=max_chunks,
+                chunk_rows=None if sizing.chunks is not None else sizing.chunk_size,
+                chunks=sizing.chunks,
+                max_chunks=sizing.max_chunks,
                 row_filter=self.row_filter,
             )
         return [chunk.to_dict() for chunk in planned]
+
+    def replay_rows(
+        self, conninfo: str | None, letters: Sequence[StoredDeadLetter], from_payload: bool
+    ) -> dict[str, Row]:
+        """See :meth:`parallel_batch.core.source.Source.replay_rows`. By key from the table, or
+        the stored payloads cast back to its row type."""
+        if conninfo is None:
+            raise ValueError("a table source needs its database's conninfo")
+        key_index = self.columns.index(self.key_column)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            use_reader_timezone(conn)
+            if from_payload:
+                stored = [letter.payload for letter in letters if letter.payload is not None]
+                if not stored:
+                    return {}
+                query = sql.SQL(
+                    "SELECT {} FROM jsonb_populate_recordset(NULL::{}, %s::jsonb) AS r"
+                ).format(
+                    sql.SQL(", ").join(sql.SQL("r.{}").format(column_sql(c)) for c in self.columns),
+                    table_sql(self.table),
+                )
+                rows = conn.execute(query, (json.dumps(stored),)).fetchall()
+            else:
+                cast = sql.SQL(key_type(conn, self.table, self.key_column))  # from the catalog
+                query = sql.SQL("SELECT {} FROM {} WHERE {} = ANY(CAST(%s AS {}[]))").format(
+                    columns_sql(self.columns),
+                    table_sql(self.table),
+                    column_sql(self.key_column),
+                    cast,
+                )
+                rows = conn.execute(query, ([letter.item_key for letter in letters],)).fetchall()
+        return {str(key_to_json(row[key_index])): row for row in rows}
 
     def chunk_reader(self, conninfo: str | None, entry: dict[str, Any]) -> TableChunkReader:
         if conninfo is None:
@@ -165,7 +193,15 @@ class TableSource:
             chunk=chunk,
             row_filter=self.row_filter,
         )
-        return TableChunkReader(conninfo, self.columns, statements, chunk.lower)
+        row_filter = self.row_filter
+        owned = KeyRange(
+            self.table,
+            self.key_column,
+            chunk.lower,
+            chunk.upper,
+            None if row_filter is None else (row_filter.column, row_filter.start, row_filter.end),
+        )
+        return TableChunkReader(conninfo, self.columns, statements, chunk.lower, owned)
 
 
 _INTERVAL_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
@@ -190,12 +226,14 @@ class TableChunkReader:
     :param columns: the columns read, in order.
     :param statements: the chunk's statements.
     :param start: the chunk's lower bound (exclusive; None from the first key).
+    :param keys: the source rows the chunk owns (a full refresh deletes their earlier output).
     """
 
     conninfo: str
     columns: tuple[str, ...]
     statements: RangeReader
     start: JSONKey | None
+    keys: KeyRange
 
     def batches(self, after: Any, batch_rows: int) -> Iterator[BatchRange]:
         lower = after if after is not None else self.start
@@ -212,6 +250,9 @@ class TableChunkReader:
 
     def item_key(self, batch: ReadBatch, index: int) -> str:
         return str(key_to_json(batch.rows[index][self.statements.key_index]))
+
+    def owned(self) -> KeyRange:
+        return self.keys
 
     def close(self) -> None:
         conn = _connections.pop(self.conninfo, None)

@@ -1,0 +1,1 @@
+"""The transforms of the example DAGs, one module per demo dataset."""

@@ -1,0 +1,126 @@
+"""The demo's CSV transforms: check each customer record, and optionally enrich it over HTTP.
+
+    check     transform_kind="rows"   a record whose email has no ``@`` is refused
+    enrich    transform_kind="async"  check, then ``GET {url}?email=<email>`` -> ``{"segment": ...}``
+                                      into ``segment``; at most ``concurrency`` requests in flight
+                                      per task (the job's), retried with backoff on 5xx, 429,
+                                      timeouts and connection errors (the job's ``retry``:
+                                      :data:`RETRY_ON`)
+
+Error messages name the status or the error, never the email (it is personal data; the dead
+letter's payload holds the record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import weakref
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "RETRY_ON",
+    "EnrichmentError",
+    "EnrichmentServerError",
+    "InvalidEmailError",
+    "check",
+    "enrich",
+]
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+# Seconds one request may take (connect, write, each read) before it is a timeout, and retried.
+DEFAULT_TIMEOUT = 10.0
+# Connections of the client each event loop keeps: at least the requests it has in flight.
+MAX_CONNECTIONS = 64
+
+
+class InvalidEmailError(ValueError):
+    """Raised for a record whose email is not an email address."""
+
+
+class EnrichmentError(Exception):
+    """Raised when the enrichment service refuses a request or answers something unusable."""
+
+
+class EnrichmentServerError(EnrichmentError):
+    """Raised when the enrichment service answers 5xx or 429: worth retrying after a wait."""
+
+
+# What the job retries: the service's "try again later", timeouts and connection errors.
+RETRY_ON = (
+    EnrichmentServerError,
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
+
+
+def check(row: dict[str, Any]) -> dict[str, Any]:
+    """Return the record as it is, or refuse one whose email is not an address."""
+    email = row.get("email")
+    if email is not None and _EMAIL.fullmatch(email) is None:
+        raise InvalidEmailError(
+            "email: not an email address" if "@" in email else "email: email address without @"
+        )
+    return row
+
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _client(timeout: float) -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        limits = httpx.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
+        )
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            limits=limits,
+            headers={"accept": "application/json", "user-agent": "airflow-parallel-batch"},
+        )
+        _clients[loop] = client
+    return client
+
+
+async def enrich(
+    row: dict[str, Any], *, url: str, timeout: float = DEFAULT_TIMEOUT
+) -> dict[str, Any]:
+    """Check the record, then fill in its ``segment`` from the service (None without an email).
+
+    :raises EnrichmentServerError: for a 5xx or 429 answer (retried by the job).
+    :raises EnrichmentError: for another refusal or an answer without a usable segment.
+    """
+    record = check(row)
+    email = record.get("email")
+    if email is None:
+        return {**record, "segment": None}
+    response = await _client(timeout).get(url, params={"email": email})
+    return {**record, "segment": _segment_of(response)}
+
+
+def _segment_of(response: httpx.Response) -> str | None:
+    status = response.status_code
+    if status >= 500 or status == 429:
+        raise EnrichmentServerError(f"the enrichment service answered HTTP {status}")
+    if not 200 <= status < 300:
+        raise EnrichmentError(f"the enrichment service refused the request: HTTP {status}")
+    try:
+        data: Any = response.json()
+    except ValueError as exc:
+        raise EnrichmentError("the enrichment service's answer is not JSON") from exc
+    if not isinstance(data, dict) or "segment" not in data:
+        raise EnrichmentError(
+            "the enrichment service's answer is not a JSON object with a 'segment'"
+        )
+    segment = data["segment"]
+    if segment is not None and not isinstance(segment, str):
+        raise EnrichmentError(
+            f"the enrichment service's 'segment' is a {type(segment).__name__}, not a string or null"
+        )
+    return segment

@@ -1,0 +1,301 @@
+"""Run a transform over a unit of a batch's rows and encode its output for the target.
+
+One attempt per unit (a range ``[a, b)`` of the batch's rows), for :func:`engine.isolation.isolate`::
+
+    batch, dataframe   fn(the unit's rows) whole; check and encode every output row
+                       any error (the function's, a value the target refuses) -> the unit fails
+                       and is split, down to the rows at fault
+    rows, async        fn(row) per row; a row's error fails that row alone (an item error), the
+                       others' outputs are kept
+    none               each row's columns by name
+
+Encoding here (in the worker) means only bytes cross back to the parent. An output row that does
+not fit its target column fails like an exception of the transform, so it is isolated to its
+source row and dead-lettered with the column named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import operator
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from parallel_batch.core.target import Target, TargetValueError
+from parallel_batch.core.transforms import TransformSpec
+from parallel_batch.engine.isolation import Attempted
+from parallel_batch.engine.limiter import ConcurrencyLimiter
+from parallel_batch.engine.policy import RetryPolicy
+from parallel_batch.engine.retry import FailedItem, acall_with_retries
+from parallel_batch.exceptions import TransformOutputError
+from parallel_batch.store.copy_data import CopyEncoder
+
+__all__ = ["Applier", "RetriedError", "UnitOutput"]
+
+Row = tuple[Any, ...]
+Unit = tuple[int, int]
+
+# An async transform's rows were retried concurrently already: isolate gives up at once.
+_NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+class UnitOutput(NamedTuple):
+    """What a unit of rows became.
+
+    :param data: the output rows, encoded for the target's COPY.
+    :param written: output rows in ``data``.
+    :param filtered: source rows that produced no output.
+    :param fanout: output rows beyond one per source row.
+    :param counts: output rows per source row index, when the kind tells (claims need it).
+    :param rows: the output rows themselves (``keep_rows`` only: a refused write's diagnosis).
+    :param owners: the source row index of each output row (``keep_rows`` only; None: unknown).
+    """
+
+    data: bytes
+    written: int
+    filtered: int
+    fanout: int
+    counts: dict[int, int] | None = None
+    rows: list[Row] | None = None
+    owners: list[int] | None = None
+
+
+class RetriedError(Exception):
+    """An async transform's row that still failed after its retries (its last error's type
+    and message, and how many tries it took)."""
+
+    def __init__(self, failure: FailedItem) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+class Applier:
+    """Applies one job's transform in this process.
+
+    :param spec: the transform.
+    :param columns: the names of a source row's values.
+    :param target: where the output goes.
+    :param keep_rows: also return the output rows and their owners (diagnosis of a refused write).
+    """
+
+    def __init__(
+        self,
+        spec: TransformSpec,
+        columns: tuple[str, ...],
+        target: Target,
+        *,
+        keep_rows: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.columns = columns
+        self.target = target
+        self.keep_rows = keep_rows
+        self.fn = spec.load()
+        self._encoder = CopyEncoder(target.copy)
+        self._out_columns = frozenset(target.columns)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if self.fn is None:
+            missing = [c for c in target.columns if c not in columns]
+            if missing:
+                raise TransformOutputError(
+                    f"with no transform, every column written must be read: {missing} are not"
+                )
+            index = [columns.index(c) for c in target.columns]
+            pick = operator.itemgetter(*index)
+            self._pick: Callable[[Row], Row] = (
+                pick if len(index) > 1 else (lambda row: (pick(row),))
+            )
+        attempts = {"rows": self._rows, "batch": self._batch, "dataframe": self._dataframe}
+        self.attempt: Callable[[list[Row], Unit], Attempted[Unit, UnitOutput]] = (
+            self._identity
+            if self.fn is None
+            else self._async
+            if spec.kind == "async"
+            else attempts[spec.kind]
+        )
+
+    @property
+    def policy(self) -> RetryPolicy:
+        """The retries ``isolate`` gives a single failing row (never for an output the target
+        cannot take: another try gives the same output)."""
+        if self.spec.kind == "async":
+            return _NO_RETRY
+        retry = self.spec.retry
+        return dataclasses.replace(
+            retry, give_up_on=(*retry.give_up_on, TargetValueError, TransformOutputError)
+        )
+
+    def close(self) -> None:
+        """Close the event loop of an async transform."""
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+
+    # ---- whole units ----------------------------------------------------------------------
+
+    def _whole(
+        self, outputs: list[Row], unit: Unit, owners: list[int] | None, *, one_to_one: bool = True
+    ) -> UnitOutput:
+        """Check and encode a unit's outputs. ``owners``: each output's source row index, for a
+        kind that may filter or fan out (None: one output per source row when ``one_to_one``,
+        else unknown)."""
+        self.target.check_rows(outputs)
+        try:
+            data = self._encoder.encode(outputs)
+        except Exception as exc:
+            if len(outputs) == 1:  # the row at fault, once isolated: say which column
+                raise self.target.explain(outputs[0], exc) from exc
+            raise
+        n_in, n_out = unit[1] - unit[0], len(outputs)
+        counts = None  # claims take None as one output per source row
+        filtered, fanout = max(n_in - n_out, 0), max(n_out - n_in, 0)  # net, sources unknown
+        if owners is not None:
+            counts = dict.fromkeys(range(*unit), 0)
+            counts.update(Counter(owners))
+            filtered = sum(1 for n in counts.values() if n == 0)
+            fanout = sum(n - 1 for n in counts.values() if n > 1)
+        elif self.keep_rows and one_to_one:
+            owners = list(range(*unit))
+        return UnitOutput(
+            data.body,
+            n_out,
+            filtered=filtered,
+            fanout=fanout,
+            counts=counts,
+            rows=outputs if self.keep_rows else None,
+            owners=owners if self.keep_rows else None,
+        )
+
+    def _identity(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
+        outputs = list(map(self._pick, rows[unit[0] : unit[1]]))
+        return Attempted(self._whole(outputs, unit, None))
+
+    def _batch(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
+        assert self.fn is not None
+        part = rows[unit[0] : unit[1]]
+        outputs = self.fn(part)
+        if not isinstance(outputs, list) or len(outputs) != len(part):
+            got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
+            raise TransformOutputError(
+                f"the transform returned {got} rows for {len(part)} input rows; a 'batch' "
+                "transform returns exactly one output row per input row (use transform_kind="
+                "'rows' or 'dataframe' to filter or fan out)"
+            )
+        return Attempted(self._whole(outputs, unit, None))
+
+    def _dataframe(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
+        from parallel_batch.core.frames import frame_in, frame_out
+
+        assert self.fn is not None
+        result = self.fn(frame_in(rows, unit, self.columns))
+        outputs, owners = frame_out(result, unit, self.target)
+        return Attempted(self._whole(outputs, unit, owners, one_to_one=False))
+
+    # ---- row by row -----------------------------------------------------------------------
+
+    def _rows(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
+        fn, columns = self.fn, self.columns
+        assert fn is not None
+        return self._collect(
+            unit, ((i, _call(fn, dict(zip(columns, rows[i], strict=True)))) for i in range(*unit))
+        )
+
+    def _async(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        results = self._loop.run_until_complete(self._gather(rows, unit))
+        return self._collect(unit, zip(range(*unit), results, strict=True))
+
+    async def _gather(self, rows: list[Row], unit: Unit) -> list[Any]:
+        fn, columns, policy = self.fn, self.columns, self.spec.retry
+        assert fn is not None
+        limiter = ConcurrencyLimiter(self.spec.concurrency)
+
+        async def one(row: Row) -> Any:
+            async with limiter:
+                result = await acall_with_retries(fn, dict(zip(columns, row, strict=True)), policy)
+            return RetriedError(result.failure) if result.failure is not None else result.value
+
+        return await asyncio.gather(*(one(rows[i]) for i in range(*unit)))
+
+    def _collect(self, unit: Unit, results: Any) -> Attempted[Unit, UnitOutput]:
+        """Encode each row's outputs; a row whose call raised (or whose outputs do not fit)
+        becomes an item error of its own."""
+        out = bytearray()
+        errors: list[tuple[Unit, Exception]] = []
+        counts: dict[int, int] = {}
+        kept: list[Row] = []
+        owners: list[int] = []
+        written = filtered = fanout = 0
+        append, check = self._encoder.append, self.target.check_row
+        for i, result in results:
+            mark = len(out)
+            try:
+                if isinstance(result, Exception):
+                    raise result
+                outputs = self._as_rows(result)
+                for output in outputs:
+                    check(output)
+                    try:
+                        append(output, out)
+                    except Exception as exc:
+                        raise self.target.explain(output, exc) from exc
+            except Exception as exc:
+                del out[mark:]
+                errors.append(((i, i + 1), exc))
+                continue
+            counts[i] = len(outputs)
+            written += len(outputs)
+            if not outputs:
+                filtered += 1
+            else:
+                fanout += len(outputs) - 1
+            if self.keep_rows:
+                kept.extend(outputs)
+                owners.extend([i] * len(outputs))
+        output = UnitOutput(
+            bytes(out),
+            written,
+            filtered,
+            fanout,
+            counts,
+            kept if self.keep_rows else None,
+            owners if self.keep_rows else None,
+        )
+        return Attempted(output, errors)
+
+    def _as_rows(self, result: Any) -> list[Row]:
+        if result is None:
+            return []
+        if isinstance(result, dict):
+            return [self._row(result)]
+        if isinstance(result, list):
+            return [self._row(item) for item in result]
+        raise TransformOutputError(
+            f"the transform returned a {type(result).__name__}; a '{self.spec.kind}' transform "
+            "returns a dict (one output row), a list of dicts, or None (filter the row out)"
+        )
+
+    def _row(self, values: Any) -> Row:
+        if not isinstance(values, dict):
+            raise TransformOutputError(
+                f"the transform returned a list holding a {type(values).__name__}; "
+                "each output row is a dict of target columns"
+            )
+        unknown = values.keys() - self._out_columns
+        if unknown:
+            raise TargetValueError(
+                f"{sorted(unknown)[0]!r} is not a column written to {self.target.table} "
+                f"(columns: {', '.join(self.target.columns)})"
+            )
+        return tuple(map(values.get, self.target.columns))
+
+
+def _call(fn: Callable[[Any], Any], value: Any) -> Any:
+    """Call ``fn``; return its exception instead of raising it (collected per row)."""
+    try:
+        return fn(value)
+    except Exception as exc:
+        return exc

@@ -1,0 +1,138 @@
+"""Rows to a pandas DataFrame and back, for the ``dataframe`` transform kind.
+
+::
+
+    rows[a:b] --DataFrame.from_records(index=range(a, b))--> fn(df) --> result
+    result: columns must be target columns; each column's dtype must fit its target column's
+            type (checked before anything is written, the column named in the error);
+            values become Python objects (NaN, NaT, None, pd.NA -> NULL) in target column order
+    owners: the result's index, when it still points at input rows (filters, explode and assign
+            keep it), so that claims know which input row each output came from
+
+pandas is imported only here, in the processes that run a dataframe transform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from parallel_batch.core.target import Target
+from parallel_batch.exceptions import TransformOutputError
+
+__all__ = ["frame_in", "frame_out"]
+
+Row = tuple[Any, ...]
+
+_INTEGERS = frozenset({"smallint", "integer", "bigint"})
+_FLOATS = frozenset({"real", "double precision"})
+_TIMES = frozenset({"timestamp with time zone", "timestamp without time zone", "date"})
+# dtype kind -> the target base types its values can be written to (None: any; the encoder
+# checks each value). 'f' into an integer column is refused: pandas makes a float column of
+# integers with gaps, and a 2.5 must not become 2 or 3 without a word.
+_ACCEPTS: dict[str, frozenset[str] | None] = {
+    "i": _INTEGERS | _FLOATS | {"numeric"},
+    "u": _INTEGERS | _FLOATS | {"numeric"},
+    "f": _FLOATS | {"numeric"},
+    "b": frozenset({"boolean"}),
+    "M": _TIMES,
+    "m": frozenset({"interval"}),
+    "O": None,
+    "U": None,
+    "S": None,
+}
+_HINTS = {
+    ("f", "int"): " (pandas makes integers with gaps float64: use .astype('Int64'))",
+}
+
+
+def frame_in(rows: list[Row], unit: tuple[int, int], columns: Sequence[str]) -> pd.DataFrame:
+    """The unit's rows as a DataFrame whose index is each row's position in the batch."""
+    start, stop = unit
+    return pd.DataFrame.from_records(
+        rows[start:stop], columns=list(columns), index=pd.RangeIndex(start, stop)
+    )
+
+
+def _base(type_name: str) -> str:
+    return type_name.split("(")[0].strip()
+
+
+def _check(name: str, series: pd.Series, type_name: str, table: str) -> None:
+    kind = getattr(series.dtype, "kind", "O")
+    accepted = _ACCEPTS.get(kind)
+    base = _base(type_name)
+    if accepted is None or base in accepted or (kind != "O" and base == "text" and kind in "iufb"):
+        return
+    hint = ""
+    if kind == "f" and base in _INTEGERS:
+        hint = _HINTS[("f", "int")]
+    raise TransformOutputError(
+        f"column {name!r}: {series.dtype} values cannot be written to {type_name} column of "
+        f"{table}{hint}"
+    )
+
+
+def _values(series: pd.Series, type_name: str) -> list[Any]:
+    base = _base(type_name)
+    kind = getattr(series.dtype, "kind", "O")
+    missing = series.isna().to_numpy()
+    if kind == "M":
+        values = list(series.dt.to_pydatetime())
+        if base == "date":
+            values = [v.date() for v in values]
+    elif kind == "m":
+        values = list(series.dt.to_pytimedelta())
+    else:
+        values = series.tolist()
+    if base == "numeric" and kind == "f":
+        values = [Decimal(repr(v)) for v in values]
+    elif base == "text" and kind in "iufb":
+        values = [str(v) for v in values]
+    if missing.any():
+        values = [None if gone else v for v, gone in zip(values, missing, strict=True)]
+    return values
+
+
+def frame_out(
+    result: Any, unit: tuple[int, int], target: Target
+) -> tuple[list[Row], list[int] | None]:
+    """The transform's DataFrame as output rows in target column order, and their owners.
+
+    :raises TransformOutputError: for a result that is not a DataFrame, a column that is not
+        written to the target, or a dtype its target column cannot take (naming the column).
+    """
+    if not isinstance(result, pd.DataFrame):
+        raise TransformOutputError(
+            f"the transform returned a {type(result).__name__}; a 'dataframe' transform returns "
+            "a pandas DataFrame"
+        )
+    names = [str(c) for c in result.columns]
+    if len(set(names)) != len(names):
+        raise TransformOutputError(f"the transform's DataFrame has duplicate columns: {names}")
+    types = dict(zip(target.columns, target.types, strict=True))
+    unknown = [n for n in names if n not in types]
+    if unknown:
+        raise TransformOutputError(
+            f"column {unknown[0]!r} is not a column written to {target.table} "
+            f"(columns: {', '.join(target.columns)})"
+        )
+    n = len(result)
+    if n:  # an empty column has a dtype but no value to write
+        for name in names:
+            _check(name, result[name], types[name], target.table)
+    columns = [
+        _values(result[name], types[name]) if name in result.columns else [None] * n
+        for name in target.columns
+    ]
+    rows: list[Row] = list(zip(*columns, strict=True)) if n else []
+    owners: list[int] | None = None
+    index = result.index
+    if pd.api.types.is_integer_dtype(index.dtype) and (
+        n == 0 or (index.min() >= unit[0] and index.max() < unit[1])
+    ):
+        owners = [int(i) for i in index]
+    return rows, owners

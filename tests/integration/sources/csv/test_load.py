@@ -1,0 +1,281 @@
+"""CSV jobs on the chunk-job core and a real PostgreSQL: exact target, exact dead letters, once.
+
+The expected outcome of each file is worked out independently (``tests.helpers.customers_csv``:
+Python's ``csv`` module and the generator's list of spoiled records), then compared value by
+value. Records are checked by the demo transform ``include.transforms.customers:check``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from parallel_batch.core.planning import stored_spec
+from parallel_batch.engine.pool import WorkerPool
+from parallel_batch.exceptions import ConfigurationError
+from parallel_batch.sources import source_from_dict
+from parallel_batch.sources.csv import source as csv_source
+from parallel_batch.sources.csv.files import FileIdentity
+from parallel_batch.sources.csv.typed import typed_csv_source
+from tests.helpers.customers_csv import customers_csv, dead_letters, target_rows
+from tests.integration.sources.csv.csv_jobs import (
+    check_exact,
+    customers_spec,
+    plan,
+    run,
+)
+
+# Duplicate ids: reused before (10, 4000: the inserted one comes first and is the one loaded) or
+# after their first occurrence, the id of a record the reader refuses (97: the later, good one
+# loads), the id of a record the transform refuses (388: its id stays claimed, the later one is a
+# duplicate), and an id used three times (1234).
+DUPLICATES: list[tuple[int, int | None]] = [
+    (10, None),
+    (4000, 100),
+    (2500, 2600),
+    (97, None),
+    (1234, 3000),
+    (1234, None),
+    (388, None),
+]
+SMALL_DUPLICATES: dict[int, int | None] = {10: None, 1900: 50, 1000: 1500, 97: 1200, 873: 100}
+
+
+@pytest.fixture
+def small_batches() -> Iterator[None]:
+    """Batches of ``batch_rows`` records however few (not at least MIN_BATCH_BYTES), so that
+    batch boundaries fall between the records of a chunk many times."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(csv_source, "MIN_BATCH_BYTES", 1)
+        yield
+
+
+@pytest.mark.parametrize(
+    ("line_ending", "bom", "chunk_bytes", "workers"),
+    [("\r\n", False, 20_000, 0), ("\r\n", True, 5_000, 0), ("\n", True, 20_000, 1)],
+    ids=["crlf", "crlf-bom", "lf-bom-pool"],
+)
+def test_many_chunks_load_exactly_the_good_records(
+    pg_url: str,
+    pg_conn: psycopg.Connection,
+    target: str,
+    tmp_path: Path,
+    small_batches: None,
+    line_ending: str,
+    bom: bool,
+    chunk_bytes: int,
+    workers: int,
+) -> None:
+    """Test that 5,000 records in many byte ranges and batches load exactly; bad and duplicate
+    ones are dead letters at their true lines (in a worker pool too)."""
+    case = customers_csv(
+        tmp_path / "customers.csv",
+        5_000,
+        bad_every=97,
+        duplicates=DUPLICATES,
+        line_ending=line_ending,
+        bom=bom,
+    )
+    spec = customers_spec(pg_url, case.path, batch_rows=37)
+    job = plan(pg_url, "many-chunks", spec, chunk_size=chunk_bytes)
+
+    if workers:
+        with WorkerPool(workers) as pool:
+            summaries = run(pg_url, job, spec, pool=pool)
+    else:
+        summaries = run(pg_url, job, spec)
+
+    # ~25 or ~100 chunks of a few batches each: with a multi-line note in every third record or
+    # so, many planned boundaries land inside quoted fields and move to the next record start.
+    assert len(job.plan) > 500_000 // chunk_bytes
+    assert all(s.reconciles and not s.skipped for s in summaries)
+    kinds = [error_type for error_type, _ in case.dead.values()]
+    assert kinds.count("DuplicateKeyError") == 6 and "InvalidEmailError" in kinds
+    check_exact(pg_conn, "many-chunks", case)
+
+
+def test_later_chunks_first_still_load_the_first_occurrence(
+    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path
+) -> None:
+    """Test that chunks run in reverse order give the same rows and dead letters (a chunk with
+    the first occurrence of a key displaces the later one loaded before it)."""
+    case = customers_csv(tmp_path / "customers.csv", 3_000, duplicates=DUPLICATES)
+    spec = customers_spec(pg_url, case.path, batch_rows=100)
+    job = plan(pg_url, "reverse", spec, chunks=6)
+
+    summaries = run(pg_url, job, spec, reverse=True)
+
+    # The third record of 1234 names the second, which it was refused for before a chunk with
+    # the first one displaced the second: any earlier record of the id is a true message.
+    check_exact(pg_conn, "reverse", case, any_earlier_duplicate=True)
+    assert case.rows[4000][1] == "Duplicate 1"  # the record inserted before the original
+    assert 388 not in case.rows  # its first record was refused: the later one is a duplicate
+    last = summaries[0]  # the last chunk, run first: its duplicates were displaced later
+    assert last.rows_failed < totals_of(pg_conn, "reverse", last.chunk_id)[2]
+
+
+def totals_of(conn: psycopg.Connection, job_key: str, chunk_id: str) -> tuple[int, int, int]:
+    """One chunk's rows read, written and failed as stored now."""
+    row = conn.execute(
+        "SELECT rows_read, rows_written, rows_failed FROM parallel_batch.chunks"
+        " WHERE job_key = %s AND chunk_id = %s",
+        (job_key, chunk_id),
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def test_rerun_new_job_and_full_refresh(
+    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path
+) -> None:
+    """Test that a rerun writes nothing, a new job or a full refresh rewrites rows, no duplicates."""
+    case = customers_csv(tmp_path / "customers.csv", 2_000, duplicates=SMALL_DUPLICATES)
+    spec = customers_spec(pg_url, case.path, batch_rows=250)
+    job = plan(pg_url, "first", spec, chunks=3)
+    run(pg_url, job, spec)
+    check_exact(pg_conn, "first", case)
+    versions: dict[int, str] = dict(
+        pg_conn.execute("SELECT id, xmin::text FROM demo.customers").fetchall()
+    )
+
+    again = run(pg_url, plan(pg_url, "first", spec, chunks=3), spec)
+
+    assert [s.skipped for s in again] == [True] * 3
+    assert dict(pg_conn.execute("SELECT id, xmin::text FROM demo.customers")) == versions
+
+    second = plan(pg_url, "second", spec, chunks=5)
+    run(pg_url, second, spec)
+
+    check_exact(pg_conn, "second", case)  # the rows already there are not "duplicates"
+    rewritten: dict[int, str] = dict(
+        pg_conn.execute("SELECT id, xmin::text FROM demo.customers").fetchall()
+    )
+    assert rewritten.keys() == versions.keys()
+    assert all(rewritten[k] != versions[k] for k in versions)
+
+    refreshed = plan(pg_url, "first", spec, chunks=2, full_refresh=True)
+    summaries = run(pg_url, refreshed, spec)
+
+    assert [s.skipped for s in summaries] == [False, False]
+    assert len(refreshed.plan) == 2
+    check_exact(pg_conn, "first", case)
+    claims = pg_conn.execute("SELECT count(*) FROM parallel_batch.key_claims").fetchone()
+    assert claims == (0,)  # deleted as each job's last chunk completed
+
+
+def test_values_the_target_refuses_are_dead_letters(
+    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path
+) -> None:
+    """Test that out-of-range, over-precise, NUL and constraint-violating values dead-letter alone."""
+    pg_conn.execute("ALTER TABLE demo.customers ADD CHECK (amount <> 13.13)")
+    path = tmp_path / "customers.csv"
+    path.write_bytes(
+        b"id,name,email,amount,note,created_at\r\n"
+        b"1,Ann,ann@example.com,1.00,,2024-01-01T00:00:00+00:00\r\n"
+        b"2,Bob,bob@example.com,12345678901.00,,2024-01-01T00:00:00+00:00\r\n"
+        b"3,Cy,cy@example.com,1.005,,2024-01-01T00:00:00+00:00\r\n"
+        b"4,Di,di@example.com,1.500,,2024-01-01T00:00:00+00:00\r\n"
+        b'5,Ed,ed@example.com,2.00,"a \x00 b",2024-01-01T00:00:00+00:00\r\n'
+        b"6,Flo,flo@example.com,13.13,,2024-01-01T00:00:00+00:00\r\n"
+        b"7,Gus,gus@example.com,7.00,,2024-01-01T00:00:00+00:00\r\n"
+    )
+    spec = customers_spec(pg_url, path)
+    job = plan(pg_url, "refused", spec, chunks=1)
+
+    (summary,) = run(pg_url, job, spec)
+
+    assert (summary.rows_read, summary.rows_written, summary.rows_failed) == (7, 3, 4)
+    assert [r[0] for r in target_rows(pg_conn)] == [1, 4, 7]
+    found = dead_letters(pg_conn, "refused")
+    assert sorted(found) == [3, 4, 6, 7]
+    assert found[3] == ("TargetValueError", "amount: out of the range of numeric(12,2)")
+    assert found[4][0] == "TargetValueError"
+    assert found[4][1].startswith("amount: more than 2 decimal places")
+    assert found[6] == (
+        "TargetValueError",
+        "note: a NUL character, which PostgreSQL text cannot store",
+    )
+    assert found[7][0] == "CheckViolation"
+    assert found[7][1].startswith("the target refused the row: new row for relation")
+    payload = pg_conn.execute(
+        "SELECT payload FROM parallel_batch.dead_letters WHERE line_number = 6"
+    ).fetchone()
+    assert payload is not None and payload[0]["note"] == "a \\u0000 b"  # kept, NUL escaped
+
+
+def test_bad_files_and_changed_files_are_configuration_errors(
+    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path
+) -> None:
+    """Test that a missing file, a header naming no target column and a file changed since
+    planning are refused, and that the job stores the spec it planned."""
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        customers_spec(pg_url, tmp_path / "nope.csv")
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("id,name,mail\n1,a,b\n")
+    with pytest.raises(
+        ConfigurationError, match=r"Column 'mail' does not exist in table 'demo\.customers'"
+    ):
+        customers_spec(pg_url, wrong)
+
+    case = customers_csv(tmp_path / "customers.csv", 100)
+    spec = customers_spec(pg_url, case.path)
+    job = plan(pg_url, "changed", spec, chunks=2)
+    stored = stored_spec(job, source_from_dict)
+    assert stored == spec
+    assert getattr(stored.source, "identity", None) == FileIdentity.of(case.path)
+    with case.path.open("ab") as out:
+        out.write(b"101,Late,late@example.com,1.00,,2024-01-01T00:00:00+00:00\r\n")
+
+    with pytest.raises(ConfigurationError, match="changed after its chunks were planned"):
+        run(pg_url, job, stored)
+    assert target_rows(pg_conn) == []
+    mapped = typed_csv_source(pg_conn, str(case.path), target, columns={"note": "segment"})
+    with pytest.raises(ConfigurationError, match="was created with another source;"):
+        plan(pg_url, "changed", dataclasses.replace(spec, source=mapped.planned()), chunks=2)
+
+
+def test_header_only_file_plans_a_completed_empty_job(
+    pg_url: str, target: str, tmp_path: Path
+) -> None:
+    """Test that a file with only its header gives a job with no chunks, already completed."""
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"\xef\xbb\xbfid,name,email,amount,note,created_at\r\n")
+
+    job = plan(pg_url, "empty", customers_spec(pg_url, path), chunks=4)
+
+    assert (job.plan, job.status, job.rows_total) == ([], "completed", 0)
+
+
+def test_blank_lines_and_no_final_newline(
+    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path
+) -> None:
+    """Test that blank lines are skipped, a last record without line ending loads, and an email
+    without @ is refused by the transform at its true line."""
+    path = tmp_path / "ragged.csv"
+    path.write_bytes(
+        b"id,name,email,amount,note,created_at\n"
+        b"1,Ann,ann@example.com,1.00,,2024-01-01T00:00:00Z\n"
+        b"\n"
+        b'2,Bob,bob@example.com,2.00,"two\n\nlines",2024-01-02T00:00:00+02:00\n'
+        b"\n"
+        b"3,Cy,cy.example.com,3.00,,2024-01-03T00:00:00Z\n"
+        b"4,Di,di@example.com,4.00,,2024-01-04"
+    )
+    spec = customers_spec(pg_url, path, batch_rows=2)
+    job = plan(pg_url, "ragged", spec, chunks=3)
+
+    summaries = run(pg_url, job, spec)
+
+    assert sum(s.rows_read for s in summaries) == 4
+    assert [(r[0], r[4]) for r in target_rows(pg_conn)] == [
+        (1, None),
+        (2, "two\n\nlines"),
+        (4, None),
+    ]
+    assert dead_letters(pg_conn, "ragged") == {
+        8: ("InvalidEmailError", "email: email address without @")
+    }

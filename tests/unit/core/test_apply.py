@@ -1,0 +1,337 @@
+"""Tests of applying each transform kind to a unit of rows (core.apply), and of preparing a
+batch in process (core.prepare): failing rows isolated and retried, counts that add up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from parallel_batch.core.apply import Applier, RetriedError
+from parallel_batch.core.prepare import BatchWork, PreparedBatch, prepare
+from parallel_batch.core.source import KeyRange, ReadBatch
+from parallel_batch.core.target import TargetValueError
+from parallel_batch.core.transforms import DEFAULT_RETRY, TransformKind, TransformSpec
+from parallel_batch.engine.isolation import split_range
+from parallel_batch.engine.policy import RetryPolicy
+from parallel_batch.exceptions import TransformOutputError
+from parallel_batch.store.copy_data import CopyData
+from tests.unit.core._targets import target
+
+HERE = __name__
+OUT = target(v="bigint", w="integer")
+Row = tuple[Any, ...]
+
+# value -> failures left before it succeeds (-1: it always fails); set by each test.
+FAILURES: dict[int, int] = {}
+# The values of each call of a transform of this module.
+CALLS: list[list[int]] = []
+
+
+class FlakyError(Exception):
+    """Raised by the transforms below for a value in FAILURES."""
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> Iterator[None]:
+    FAILURES.clear()
+    CALLS.clear()
+    yield
+
+
+def _fail(value: int) -> None:
+    left = FAILURES.get(value, 0)
+    if left:
+        FAILURES[value] = left - 1 if left > 0 else left
+        raise FlakyError(f"bad value {value}")
+
+
+def double(rows: list[Row]) -> list[Row]:
+    """batch: (v,) -> (v, 2v); raises at a value in FAILURES."""
+    CALLS.append([v for (v,) in rows])
+    for (v,) in rows:
+        _fail(v)
+    return [(v, 2 * v) for (v,) in rows]
+
+
+def shape(row: dict[str, Any]) -> Any:
+    """rows: by v % 5: 0 None, 1 [], 2 two rows, 3 a str (not an output), else one row."""
+    v = row["v"]
+    CALLS.append([v])
+    _fail(v)
+    return {
+        0: None,
+        1: [],
+        2: [{"v": v, "w": 1}, {"v": v + 100, "w": 2}],
+        3: "oops",
+    }.get(v % 5, {"v": v, "w": v})
+
+
+def double_row(row: dict[str, Any]) -> dict[str, Any]:
+    """rows: {v} -> {v, w: 2v}; raises at a value in FAILURES."""
+    CALLS.append([row["v"]])
+    _fail(row["v"])
+    return {"v": row["v"], "w": 2 * row["v"]}
+
+
+async def ashape(row: dict[str, Any]) -> Any:
+    """async: :func:`shape`."""
+    return shape(row)
+
+
+def frame(df: pd.DataFrame) -> pd.DataFrame:
+    """dataframe: drop odd values, double the others' rows (w 0 and 1)."""
+    CALLS.append(df["v"].tolist())
+    for v in df["v"]:
+        _fail(int(v))
+    even = df[df["v"] % 2 == 0]
+    return pd.concat([even.assign(w=0), even.assign(w=1)])
+
+
+def unknown_column(row: dict[str, Any]) -> dict[str, Any]:
+    return {"v": row["v"], "zzz": 1}
+
+
+def drop_all(rows: list[Row]) -> list[Row]:
+    return []
+
+
+def too_big_on_7(rows: list[Row]) -> list[Row]:
+    """batch: w = 2**40 (more than an integer column takes) for v == 7."""
+    return [(v, 2**40 if v == 7 else v) for (v,) in rows]
+
+
+def interrupt(rows: list[Row]) -> list[Row]:
+    raise KeyboardInterrupt
+
+
+def interrupt_row(row: dict[str, Any]) -> dict[str, Any]:
+    raise KeyboardInterrupt
+
+
+@dataclass(frozen=True)
+class ListReader:
+    """A chunk reader over rows in hand: a batch is the index range ``(start, stop)``."""
+
+    rows: tuple[Row, ...]
+    columns: tuple[str, ...] = ("v",)
+
+    def batches(self, after: Any, batch_rows: int) -> Iterator[tuple[int, int]]:
+        start = 0 if after is None else after
+        for a in range(start, len(self.rows), batch_rows):
+            yield (a, min(a + batch_rows, len(self.rows)))
+
+    def read(self, ref: tuple[int, int]) -> ReadBatch:
+        return ReadBatch(list(self.rows[ref[0] : ref[1]]))
+
+    def split(self, ref: tuple[int, int], parts: int) -> Sequence[tuple[int, int]] | None:
+        return split_range(ref, parts)
+
+    def position(self, ref: tuple[int, int]) -> int:
+        return ref[1]
+
+    def item_key(self, batch: ReadBatch, index: int) -> str:
+        return str(batch.rows[index][0])
+
+    def close(self) -> None:
+        pass
+
+    def owned(self) -> KeyRange | None:
+        return None
+
+
+def _values(n: int) -> list[Row]:
+    return [(v,) for v in range(n)]
+
+
+def _spec(fn: str, kind: TransformKind, **options: Any) -> TransformSpec:
+    return TransformSpec(f"{HERE}:{fn}", kind, **options)
+
+
+def _prepare(fn: str, kind: TransformKind, n: int, **options: Any) -> PreparedBatch:
+    work = BatchWork(ListReader(tuple(_values(n))), _spec(fn, kind, **options), OUT)
+    return prepare(work, (0, n))
+
+
+# ---- each kind on a unit ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["rows", "async"])
+def test_that_row_kinds_filter_fan_out_and_fail_rows_alone(kind: TransformKind) -> None:
+    """Test that None and [] filter a row, a list fans it out, and a row whose call raises or
+    returns something else fails on its own while the others' outputs are kept."""
+    FAILURES[4] = -1
+    applier = Applier(
+        _spec("shape" if kind == "rows" else "ashape", kind), ("v",), OUT, keep_rows=True
+    )
+    try:
+        attempted = applier.attempt(_values(10), (0, 10))
+    finally:
+        applier.close()
+    out = attempted.value
+    # 0, 5: None; 1, 6: []; 2, 7: two rows; 3, 8: "oops"; 4: raises; 9: one row
+    assert out.rows == [(2, 1), (102, 2), (7, 1), (107, 2), (9, 9)]
+    assert out.owners == [2, 2, 7, 7, 9]
+    assert out.counts == {0: 0, 1: 0, 2: 2, 5: 0, 6: 0, 7: 2, 9: 1}
+    assert (out.written, out.filtered, out.fanout) == (5, 4, 2)
+    errors = {unit: error for unit, error in attempted.item_errors}
+    assert sorted(errors) == [(3, 4), (4, 5), (8, 9)]
+    assert isinstance(errors[(3, 4)], TransformOutputError)
+    assert str(errors[(3, 4)]) == (
+        f"the transform returned a str; a '{kind}' transform returns a dict (one output row), "
+        "a list of dicts, or None (filter the row out)"
+    )
+    error = errors[(4, 5)]
+    if kind == "async":  # retried in the event loop already: the last error, and the tries
+        assert isinstance(error, RetriedError)
+        assert (error.failure.error_type, error.failure.attempts) == (
+            "FlakyError",
+            DEFAULT_RETRY.max_attempts,
+        )
+        assert applier.policy.max_attempts == 1
+    else:
+        assert isinstance(error, FlakyError)
+        assert applier.policy.max_attempts == DEFAULT_RETRY.max_attempts
+        assert TargetValueError in applier.policy.give_up_on  # no retry gives another output
+
+
+def test_that_a_row_output_with_an_unknown_column_fails_naming_it() -> None:
+    """Test that a dict key that is not a written column fails its row with TargetValueError."""
+    attempted = Applier(_spec("unknown_column", "rows"), ("v",), OUT).attempt(_values(2), (0, 2))
+    assert [str(e) for _, e in attempted.item_errors] == [
+        "'zzz' is not a column written to demo.out (columns: v, w)"
+    ] * 2
+    assert all(isinstance(e, TargetValueError) for _, e in attempted.item_errors)
+
+
+def test_that_a_batch_transform_returns_one_output_per_input() -> None:
+    """Test that a batch transform's outputs are checked against its inputs' count."""
+    applier = Applier(_spec("drop_all", "batch"), ("v",), OUT)
+    with pytest.raises(
+        TransformOutputError,
+        match=r"^the transform returned 0 rows for 3 input rows; a 'batch' transform returns "
+        r"exactly one output row per input row \(use transform_kind='rows' or 'dataframe'",
+    ):
+        applier.attempt(_values(3), (0, 3))
+    out = Applier(_spec("double", "batch"), ("v",), OUT).attempt(_values(4), (1, 3)).value
+    assert (out.written, out.filtered, out.fanout, out.counts) == (2, 0, 0, None)
+
+
+def test_that_a_dataframe_transform_reports_each_input_rows_outputs() -> None:
+    """Test that a DataFrame result indexed by the inputs counts filtered and fanned-out rows
+    per input row."""
+    out = (
+        Applier(_spec("frame", "dataframe"), ("v",), OUT, keep_rows=True)
+        .attempt(_values(6), (1, 6))
+        .value
+    )
+    assert out.rows == [(2, 0), (4, 0), (2, 1), (4, 1)]
+    assert out.counts == {1: 0, 2: 2, 3: 0, 4: 2, 5: 0}
+    assert (out.written, out.filtered, out.fanout) == (4, 3, 2)
+
+
+def test_that_no_transform_writes_the_columns_of_the_same_names() -> None:
+    """Test that without a transform each row's written columns are picked by name, and every
+    written column must be read."""
+    out = (
+        Applier(TransformSpec(), ("x", "w", "v"), OUT, keep_rows=True)
+        .attempt([("a", 1, 10), ("b", 2, 20)], (0, 2))
+        .value
+    )
+    assert out.rows == [(10, 1), (20, 2)]
+    with pytest.raises(
+        TransformOutputError, match=r"with no transform, every column written must be read: \['w'\]"
+    ):
+        Applier(TransformSpec(), ("v", "x"), OUT)
+
+
+# ---- a batch prepared: isolation, retries, counts ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fn", "kind"), [("double", "batch"), ("double_row", "rows"), ("frame", "dataframe")]
+)
+def test_that_raising_rows_are_isolated_and_the_others_written(
+    fn: str, kind: TransformKind
+) -> None:
+    """Test that rows failing on every try end as dead letters after all their tries, in batch
+    order, and every other row is transformed."""
+    FAILURES.update({12: -1, 40: -1, 44: -1})
+    prepared = _prepare(fn, kind, 64)
+    assert [letter.item_key for letter in prepared.letters] == ["12", "40", "44"]
+    assert {(letter.error_type, letter.attempts) for letter in prepared.letters} == {
+        ("FlakyError", DEFAULT_RETRY.max_attempts)
+    }
+    assert prepared.letters[0].message == "bad value 12"
+    assert prepared.letters[0].payload == {"v": 12}
+    assert prepared.read == 64 and prepared.position == 64
+    prepared.check()
+    # each failing row was tried alone max_attempts times in all
+    alone = [call[0] for call in CALLS if len(call) == 1 and call[0] in FAILURES]
+    assert sorted(alone) == sorted([12, 40, 44] * DEFAULT_RETRY.max_attempts)
+
+
+def test_that_a_row_that_recovers_on_a_retry_is_written() -> None:
+    """Test that a row failing in its batch, alone, and on its first retry, then succeeding, is
+    an output and not a dead letter (3 tries alone allowed)."""
+    FAILURES[5] = 3
+    prepared = _prepare("double", "batch", 10)
+    assert prepared.letters == [] and len(prepared.data) == 10
+
+
+def test_that_an_error_not_worth_retrying_is_given_up_at_once() -> None:
+    """Test that an error the policy gives up on is a dead letter after one try alone."""
+    FAILURES[1] = -1
+    policy = RetryPolicy(max_attempts=5, base_delay=0.0, max_delay=0.0, give_up_on=(FlakyError,))
+    (letter,) = _prepare("double", "batch", 4, retry=policy).letters
+    assert (letter.item_key, letter.attempts) == ("1", 1)
+
+
+def test_that_a_transform_losing_rows_dead_letters_each_row() -> None:
+    """Test that a batch transform returning no rows makes every row a TransformOutputError."""
+    prepared = _prepare("drop_all", "batch", 3, retry=RetryPolicy(max_attempts=1))
+    assert [(x.item_key, x.error_type) for x in prepared.letters] == [
+        ("0", "TransformOutputError"),
+        ("1", "TransformOutputError"),
+        ("2", "TransformOutputError"),
+    ]
+    assert (prepared.read, len(prepared.data)) == (3, 0)
+
+
+def test_that_a_value_the_target_refuses_fails_its_row_alone() -> None:
+    """Test that an output value out of its column's range is its source row's dead letter,
+    naming the column, while the rest of the batch is encoded."""
+    prepared = _prepare("too_big_on_7", "batch", 20)
+    (letter,) = prepared.letters
+    assert (letter.item_key, letter.error_type) == ("7", "TargetValueError")
+    assert letter.message == "w: out of the range of integer"
+    assert len(prepared.data) == 19
+
+
+def test_that_filtered_and_fanned_out_rows_add_up() -> None:
+    """Test that a prepared batch's written, filtered, fan-out and failed counts reconcile with
+    the rows read."""
+    prepared = _prepare("shape", "rows", 20)
+    # of 0..19: 8 filtered (v % 5 in 0, 1), 4 fanned out into 8 (v % 5 == 2), 4 refused
+    # ("oops"), 4 one row each
+    assert (prepared.read, len(prepared.data), prepared.filtered, prepared.fanout) == (20, 12, 8, 4)
+    assert len(prepared.letters) == 4
+    prepared.check()
+
+
+@pytest.mark.parametrize(("fn", "kind"), [("interrupt", "batch"), ("interrupt_row", "rows")])
+def test_that_a_base_exception_is_not_isolated(fn: str, kind: TransformKind) -> None:
+    """Test that KeyboardInterrupt from the transform propagates instead of becoming a dead
+    letter."""
+    with pytest.raises(KeyboardInterrupt):
+        _prepare(fn, kind, 3)
+
+
+def test_that_counts_that_do_not_add_up_are_a_bug() -> None:
+    """Test that PreparedBatch.check refuses a batch whose counts do not reconcile."""
+    prepared = PreparedBatch(3, CopyData(b"", 1, True), [], 1, 0, 3)
+    with pytest.raises(RuntimeError, match="a batch of 3 records came back as 1 rows written"):
+        prepared.check()
