@@ -85,9 +85,12 @@ def enrich_events(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
 
 def enrich(row: dict[str, Any]) -> dict[str, Any]:
     """Enrich one event given as a dict (``transform_kind="rows"``)."""
-    event_id, user_id, digest, cents, created_at = enrich_event(
-        (row["id"], row["user_id"], row["payload"], row["amount"], row["created_at"])
-    )
+    payload, amount = row["payload"], row["amount"]
+    if payload is None or amount is None or payload.startswith(_BAD_PREFIXES):
+        event_id, user_id, digest, cents, created_at = enrich_event(tuple(row.values()))
+    else:
+        digest, cents = hashlib.sha256(payload.encode()).hexdigest(), int(amount * _HUNDRED)
+        event_id, user_id, created_at = row["id"], row["user_id"], row["created_at"]
     return {
         "id": event_id,
         "user_id": user_id,

@@ -95,6 +95,10 @@ class Applier:
         self.fn = spec.load()
         self._encoder = CopyEncoder(target.copy)
         self._out_columns = frozenset(target.columns)
+        getter = operator.itemgetter(*target.columns)
+        self._pick_out: Callable[[dict[str, Any]], Row] = (
+            getter if len(target.columns) > 1 else (lambda values: (getter(values),))
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         if self.fn is None:
             missing = [c for c in target.columns if c not in columns]
@@ -198,9 +202,14 @@ class Applier:
     def _rows(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
         fn, columns = self.fn, self.columns
         assert fn is not None
-        return self._collect(
-            unit, ((i, _call(fn, dict(zip(columns, rows[i], strict=True)))) for i in range(*unit))
-        )
+        results: list[tuple[int, Any]] = []
+        append = results.append
+        for i in range(*unit):
+            try:
+                append((i, fn(dict(zip(columns, rows[i], strict=False)))))
+            except Exception as exc:  # collected: that row alone fails
+                append((i, exc))
+        return self._collect(unit, results)
 
     def _async(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
         if self._loop is None:
@@ -221,21 +230,56 @@ class Applier:
         return await asyncio.gather(*(one(rows[i]) for i in range(*unit)))
 
     def _collect(self, unit: Unit, results: Any) -> Attempted[Unit, UnitOutput]:
-        """Encode each row's outputs; a row whose call raised (or whose outputs do not fit)
+        """Check and encode the rows' outputs together (a column at a time, one encoding pass);
+        when that fails, row by row, so that a row whose call raised or whose outputs do not fit
         becomes an item error of its own."""
-        out = bytearray()
         errors: list[tuple[Unit, Exception]] = []
-        counts: dict[int, int] = {}
-        kept: list[Row] = []
-        owners: list[int] = []
-        written = filtered = fanout = 0
-        append, check = self._encoder.append, self.target.check_row
+        done: list[tuple[int, list[Row]]] = []
+        as_rows, fits, pick = self._as_rows, self._out_columns.issuperset, self._pick_out
+        width, columns = len(self.target.columns), self.target.columns
         for i, result in results:
+            if type(result) is dict and fits(result):  # the common case, inline
+                if len(result) == width:
+                    done.append((i, [pick(result)]))
+                else:  # the columns it leaves out are NULL
+                    done.append((i, [tuple(map(result.get, columns))]))
+                continue
+            if isinstance(result, Exception):
+                errors.append(((i, i + 1), result))
+                continue
+            try:
+                done.append((i, as_rows(result)))
+            except Exception as exc:
+                errors.append(((i, i + 1), exc))
+        rows = [output for _, outputs in done for output in outputs]
+        try:
+            self.target.check_rows(rows)
+            data = self._encoder.encode(rows).body
+        except Exception:
+            data, done = self._encode_each(done, errors)
+            rows = [output for _, outputs in done for output in outputs]
+        counts = {i: len(outputs) for i, outputs in done}
+        output = UnitOutput(
+            data,
+            len(rows),
+            filtered=sum(1 for n in counts.values() if not n),
+            fanout=sum(n - 1 for n in counts.values() if n > 1),
+            counts=counts,
+            rows=rows if self.keep_rows else None,
+            owners=[i for i, outputs in done for _ in outputs] if self.keep_rows else None,
+        )
+        return Attempted(output, errors)
+
+    def _encode_each(
+        self, done: list[tuple[int, list[Row]]], errors: list[tuple[Unit, Exception]]
+    ) -> tuple[bytes, list[tuple[int, list[Row]]]]:
+        """Encode row by row; a row whose outputs do not fit joins ``errors``."""
+        out = bytearray()
+        kept: list[tuple[int, list[Row]]] = []
+        append, check = self._encoder.append, self.target.check_row
+        for i, outputs in done:
             mark = len(out)
             try:
-                if isinstance(result, Exception):
-                    raise result
-                outputs = self._as_rows(result)
                 for output in outputs:
                     check(output)
                     try:
@@ -246,27 +290,12 @@ class Applier:
                 del out[mark:]
                 errors.append(((i, i + 1), exc))
                 continue
-            counts[i] = len(outputs)
-            written += len(outputs)
-            if not outputs:
-                filtered += 1
-            else:
-                fanout += len(outputs) - 1
-            if self.keep_rows:
-                kept.extend(outputs)
-                owners.extend([i] * len(outputs))
-        output = UnitOutput(
-            bytes(out),
-            written,
-            filtered,
-            fanout,
-            counts,
-            kept if self.keep_rows else None,
-            owners if self.keep_rows else None,
-        )
-        return Attempted(output, errors)
+            kept.append((i, outputs))
+        return bytes(out), kept
 
     def _as_rows(self, result: Any) -> list[Row]:
+        if type(result) is dict:  # the common case first
+            return [self._row(result)]
         if result is None:
             return []
         if isinstance(result, dict):
@@ -284,18 +313,13 @@ class Applier:
                 f"the transform returned a list holding a {type(values).__name__}; "
                 "each output row is a dict of target columns"
             )
-        unknown = values.keys() - self._out_columns
-        if unknown:
+        if not self._out_columns.issuperset(values):
+            unknown = values.keys() - self._out_columns
             raise TargetValueError(
                 f"{sorted(unknown)[0]!r} is not a column written to {self.target.table} "
                 f"(columns: {', '.join(self.target.columns)})"
             )
-        return tuple(map(values.get, self.target.columns))
-
-
-def _call(fn: Callable[[Any], Any], value: Any) -> Any:
-    """Call ``fn``; return its exception instead of raising it (collected per row)."""
-    try:
-        return fn(value)
-    except Exception as exc:
-        return exc
+        try:
+            return self._pick_out(values)
+        except KeyError:  # a column the dict leaves out is NULL
+            return tuple(map(values.get, self.target.columns))
