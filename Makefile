@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint format demo bench airflow clean
+.PHONY: setup test test-fast lint format demo bench airflow cluster clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ bench: setup
 # A local Airflow on http://localhost:8080 until Ctrl-C; seeds small demo data where it is missing.
 airflow: setup
 	$(BIN)/parallel-batch airflow
+
+# The same with the CeleryExecutor: two named Celery workers on Redis (PARALLEL_BATCH_BROKER_URL,
+# default redis://127.0.0.1:6379/0), for a user without Docker. Ctrl-C stops everything.
+cluster: setup
+	$(BIN)/parallel-batch cluster
 
 clean:
 	-$(BIN)/parallel-batch db stop

@@ -57,6 +57,26 @@ def _airflow(args: argparse.Namespace) -> int:
     return serve(env, demo_data=demo_data)
 
 
+def _cluster(args: argparse.Namespace) -> int:
+    from parallel_batch.local.cluster import run_cluster
+
+    return run_cluster(port=args.port, workers=args.workers, demo_data=not args.no_demo_data)
+
+
+def _register_cluster(commands: argparse._SubParsersAction) -> None:
+    cluster = commands.add_parser(
+        "cluster",
+        help="run a local Airflow with the CeleryExecutor and named workers until Ctrl-C "
+        "(needs Redis: PARALLEL_BATCH_BROKER_URL, default redis://127.0.0.1:6379/0)",
+    )
+    cluster.add_argument("--port", type=int, default=8080, help="the UI and API port")
+    cluster.add_argument("--workers", type=_count(1), default=2, help="Celery workers to run")
+    cluster.add_argument(
+        "--no-demo-data", action="store_true", help="do not create the demo table where missing"
+    )
+    cluster.set_defaults(handler=_cluster)
+
+
 def seed_commands(commands: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """Return the ``seed`` group's subcommands, creating the group on first use (shared)."""
     seed = commands.choices.get("seed")
@@ -207,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_seed_csv(commands)
     _register_status(commands)
     _register_demo(commands)
+    _register_cluster(commands)
 
     for register in _EXTENSIONS:
         register(commands)

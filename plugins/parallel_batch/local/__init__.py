@@ -10,5 +10,7 @@
     metadata_db  what the metadata and data databases hold, read with psycopg
     services     LocalAirflow: Airflow's services as supervised child processes
     serve        `parallel-batch airflow` in the foreground until Ctrl-C
+    topology     the Celery services' commands and environment, as docker-compose.yaml has them
+    cluster      LocalCluster: those services and named Celery workers (`make cluster`)
     demo_data    the small demo data `parallel-batch airflow` creates where it is missing
 """

@@ -50,7 +50,12 @@ def _signals_stop() -> Iterator[None]:
 
 
 def serve(
-    env: Mapping[str, str], *, demo_data: Sequence[str] = (), out: IO[str] = sys.stdout
+    env: Mapping[str, str],
+    *,
+    demo_data: Sequence[str] = (),
+    out: IO[str] = sys.stdout,
+    airflow: LocalAirflow | None = None,
+    notes: Sequence[str] = (),
 ) -> int:
     """Run all services until Ctrl-C (or SIGTERM), then stop them; return an exit code.
 
@@ -58,8 +63,11 @@ def serve(
         (:func:`parallel_batch.local.env.prepare_airflow`).
     :param demo_data: what was done to the demo data before, one line each, for the banner.
     :param out: where the banner goes.
+    :param airflow: the services to run (default: the four of ``make airflow``; ``make
+        cluster`` passes a :class:`~parallel_batch.local.cluster.LocalCluster`).
+    :param notes: more lines for the banner.
     """
-    airflow = LocalAirflow(env, subreaper=True)
+    airflow = airflow or LocalAirflow(env, subreaper=True)
     url = env.get("AIRFLOW__API__BASE_URL", airflow.url).rstrip("/")
     code = 0
     try:
@@ -68,7 +76,7 @@ def serve(
             print(f"Starting Airflow at {url} (logs in {airflow.log_dir}) ...", file=out)
             out.flush()
             airflow.wait_until_healthy()
-            print(banner(env, url, airflow.log_dir, demo_data), file=out)
+            print(banner(env, url, airflow.log_dir, demo_data, notes), file=out)
             out.flush()
             while True:
                 airflow.check_alive()
@@ -88,13 +96,20 @@ def serve(
     return code
 
 
-def banner(env: Mapping[str, str], url: str, log_dir: Path, demo_data: Sequence[str] = ()) -> str:
+def banner(
+    env: Mapping[str, str],
+    url: str,
+    log_dir: Path,
+    demo_data: Sequence[str] = (),
+    notes: Sequence[str] = (),
+) -> str:
     """Return what ``parallel-batch airflow`` prints once Airflow is healthy.
 
     :param env: the Airflow environment.
     :param url: the UI's address.
     :param log_dir: where the services' own logs are.
     :param demo_data: what was done to the demo data, one line each (none: no "Demo:" lines).
+    :param notes: more lines, each shown as it is (indented), after the DAGs.
     """
     home = env["AIRFLOW_HOME"]
     demo = [f"  {'Demo:' if i == 0 else '':<7} {line}" for i, line in enumerate(demo_data)]
@@ -106,6 +121,7 @@ def banner(env: Mapping[str, str], url: str, log_dir: Path, demo_data: Sequence[
             f"          (local use only: the api-server listens on {env.get('AIRFLOW__API__HOST')})",
             f"  DAGs:   {env.get('AIRFLOW__CORE__DAGS_FOLDER')} (paused until you unpause them)",
             *demo,
+            *(f"  {line}" for line in notes),
             f"  Logs:   {home}/logs (services: {log_dir})",
             '  CLI:    eval "$(parallel-batch env)"; airflow backfill create --dag-id ID '
             "--from-date 2024-01-01 --to-date 2024-01-03",

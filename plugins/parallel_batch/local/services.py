@@ -44,6 +44,7 @@ import psutil
 
 from parallel_batch.exceptions import AirflowServiceError, ConfigurationError
 from parallel_batch.local.env import subprocess_env
+from parallel_batch.local.topology import BASE_COMMANDS
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 def _argv(service: str) -> list[str]:
     # Logs are files on this machine that the api-server reads directly: no log-serving ports.
-    extra = {"scheduler": ["--skip-serve-logs"], "triggerer": ["--skip-serve-logs"]}
-    return [sys.executable, "-m", "airflow", service, *extra.get(service, [])]
+    # The same commands as docker-compose.yaml's (parallel_batch.local.topology).
+    return [sys.executable, "-m", "airflow", *BASE_COMMANDS[service]]
 
 
 def _pdeathsig_setter() -> Callable[[], None] | None:
@@ -185,26 +186,37 @@ class LocalAirflow:
                 f"Port {self.port} on {self.host} is in use: stop what listens there "
                 "or choose another port (parallel-batch airflow --port N)"
             )
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in self.services:
             argv = _argv(name)
             if name == "api-server":
                 argv += ["--host", self.host, "--port", str(self.port)]
-            log_path = self.log_dir / f"{name}.log"
-            log_file = log_path.open("ab")
-            log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} start\n".encode())
-            log_file.flush()
-            process = subprocess.Popen(
-                argv,
-                env=self._env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C in the terminal reaches the supervisor only
-                preexec_fn=_pdeathsig_setter(),  # only a prctl call between fork and exec
-            )
-            self._running.append(_Service(name, process, log_path, log_file))
-            log.debug("Started airflow %s (pid %s), log %s", name, process.pid, log_path)
+            self._spawn(name, argv)
+
+    def _spawn(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start one service ``argv`` in a session of its own, logging to ``<name>.log``.
+
+        :param env: variables laid over this instance's environment for this service only
+            (e.g. a Celery worker's name, :mod:`parallel_batch.local.cluster`).
+        """
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        log_file = log_path.open("ab")
+        log_file.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} start\n".encode())
+        log_file.flush()
+        process = subprocess.Popen(
+            list(argv),
+            env={**self._env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in the terminal reaches the supervisor only
+            preexec_fn=_pdeathsig_setter(),  # only a prctl call between fork and exec
+        )
+        self._running.append(_Service(name, process, log_path, log_file))
+        log.debug("Started airflow %s (pid %s), log %s", name, process.pid, log_path)
+        return process
 
     def exited(self) -> list[str]:
         """Return the names of services whose process has ended."""
