@@ -18,6 +18,8 @@ A worker is ready when its log says ``<name>@<host> ready.`` (Celery's own line,
 consumes from the broker); :meth:`LocalCluster.kill_worker` SIGKILLs a worker's process group
 and every process under it, as a machine that dies would lose them, and
 :meth:`LocalCluster.start_worker` starts it again.
+
+:func:`init_stack` is the compose stack's ``airflow-init``: migrate, pool, schemas, demo data.
 """
 
 from __future__ import annotations
@@ -54,10 +56,12 @@ from parallel_batch.local.topology import (
 
 __all__ = [
     "BROKER_URL_ENV",
+    "DATA_DIR_ENV",
     "DEFAULT_BROKER_URL",
     "LocalCluster",
     "broker_problem",
     "cluster_environment",
+    "init_stack",
     "run_cluster",
     "worker_names",
 ]
@@ -71,6 +75,12 @@ DEFAULT_WORKERS = 2
 TASKS_PER_CORE = 2
 # Seconds to connect to the broker when checking that it is there.
 BROKER_TIMEOUT = 2.0
+# The shared data directory of the compose stack, and the demo CSV airflow-init writes there
+# (trigger parallel_batch_csv with {"path": "/opt/airflow/data/customers.csv"}).
+DATA_DIR_ENV = "PARALLEL_BATCH_DATA_DIR"
+DEMO_CSV_NAME = "customers.csv"
+DEMO_CSV_ROWS = 200_000
+DEMO_CSV_BAD_EVERY = 97
 
 
 def worker_names(count: int) -> tuple[str, ...]:
@@ -263,6 +273,44 @@ class LocalCluster(LocalAirflow):
 
 def _service(worker: str) -> str:
     return f"worker-{worker}"
+
+
+def init_stack(
+    environ: Mapping[str, str] | None = None,
+    *,
+    pool_slots: int | None = None,
+    csv_rows: int = DEMO_CSV_ROWS,
+) -> list[str]:
+    """``docker-compose.yaml``'s ``airflow-init``: everything a first run needs; idempotent.
+
+    Migrates the metadata DB, creates the ``parallel_batch`` pool, the data database and its
+    ``parallel_batch`` schema (:func:`~parallel_batch.local.env.prepare_airflow`), seeds
+    ``demo.events`` where it is missing, and writes the demo customers CSV into the shared data
+    directory (``PARALLEL_BATCH_DATA_DIR``) where it is missing. Returns what it did.
+
+    :param environ: the container's environment (default: ``os.environ``).
+    :param pool_slots: slots of a new pool (default: ``PARALLEL_BATCH_POOL_SLOTS``, else cores).
+    :param csv_rows: records of the demo CSV.
+    """
+    from parallel_batch.demo.csv_file import write_customers_csv
+    from parallel_batch.local.demo_data import seed_missing_demo_data
+
+    environ = os.environ if environ is None else environ
+    slots = pool_slots or int(environ.get("PARALLEL_BATCH_POOL_SLOTS") or 0) or None
+    localenv.prepare_airflow(environ, pool_slots=slots)
+    done = ["metadata DB migrated; pool, data database and schema in place"]
+    done += seed_missing_demo_data(conninfo_from_connection(environ[CONN_ENV]))
+    data_dir = environ.get(DATA_DIR_ENV)
+    if data_dir:
+        path = Path(data_dir) / DEMO_CSV_NAME
+        if not path.exists():
+            tmp = path.with_name(f".{path.name}.tmp")
+            stats = write_customers_csv(tmp, csv_rows, bad_every=DEMO_CSV_BAD_EVERY)
+            tmp.replace(path)  # whole or not at all: workers may read it at once
+            done.append(f"wrote {stats.rows:,} customer records to {path}")
+    for line in done:
+        print(f"airflow-init: {line}", flush=True)
+    return done
 
 
 def run_cluster(
