@@ -81,7 +81,12 @@ def _ceiling(url: str) -> dict[str, Any]:
 def _cluster_run(url: str, server: str, workers: int) -> dict[str, Any]:
     """Start a cluster of ``workers`` workers, run the DAG over the whole table; its figures."""
     from parallel_batch.local import env as localenv
-    from parallel_batch.local.cluster import LocalCluster, cluster_environment, worker_names
+    from parallel_batch.local.cluster import (
+        LocalCluster,
+        cluster_environment,
+        forget_queue,
+        worker_names,
+    )
     from parallel_batch.local.services import free_port
 
     metadata = f"pb_bench_celery_airflow_{uuid.uuid4().hex[:8]}"
@@ -97,7 +102,7 @@ def _cluster_run(url: str, server: str, workers: int) -> dict[str, Any]:
             dags_folder=ROOT / "dags",
             api_port=free_port(),
         )
-        env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] = f"pb-bench-{uuid.uuid4().hex[:8]}"
+        queue = env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] = f"pb-bench-{uuid.uuid4().hex[:8]}"
         try:
             localenv.prepare_airflow(env, pool_slots=POOL_SLOTS)
             cluster = LocalCluster(env, workers=worker_names(workers), services=SERVICES)
@@ -117,6 +122,7 @@ def _cluster_run(url: str, server: str, workers: int) -> dict[str, Any]:
                     params={"limit": 1000},
                 ).json()["task_instances"]
         finally:
+            forget_queue(BROKER_URL, queue)
             with psycopg.connect(server, autocommit=True) as conn:
                 conn.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(

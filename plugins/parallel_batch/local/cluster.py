@@ -61,6 +61,7 @@ __all__ = [
     "LocalCluster",
     "broker_problem",
     "cluster_environment",
+    "forget_queue",
     "init_stack",
     "run_cluster",
     "worker_names",
@@ -106,6 +107,18 @@ def broker_problem(url: str, timeout: float = BROKER_TIMEOUT) -> str | None:
     if answer.startswith((b"+PONG", b"-NOAUTH")):
         return None
     return f"{host}:{port} does not answer as Redis does ({answer[:40]!r})"
+
+
+def forget_queue(broker_url: str, queue: str) -> None:
+    """Delete a Celery queue of one's own and its bindings from Redis (best effort)."""
+    import redis
+
+    with contextlib.suppress(redis.RedisError, OSError):
+        client = redis.Redis.from_url(broker_url, socket_timeout=BROKER_TIMEOUT)
+        try:
+            client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+        finally:
+            client.close()
 
 
 def cluster_environment(

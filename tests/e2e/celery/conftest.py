@@ -18,7 +18,6 @@ Without Redis, the tests skip (fail under ``CI=true``). The test process never i
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import uuid
@@ -31,7 +30,12 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from parallel_batch.local import env as localenv
-from parallel_batch.local.cluster import LocalCluster, broker_problem, cluster_environment
+from parallel_batch.local.cluster import (
+    LocalCluster,
+    broker_problem,
+    cluster_environment,
+    forget_queue,
+)
 from parallel_batch.local.services import free_port
 from tests.conftest import require_service
 from tests.e2e.conftest import PROJECT_DAGS, AirflowClient, AirflowStarter
@@ -92,16 +96,6 @@ def _drop_database(server_url: str, name: str) -> None:
         )
 
 
-def _forget_queue(broker: str, queue: str) -> None:
-    """Delete the suite's queue keys from Redis (best effort: Redis may be gone by now)."""
-    import redis
-
-    with contextlib.suppress(redis.RedisError, OSError):
-        client = redis.Redis.from_url(broker, socket_timeout=2)
-        client.delete(queue, f"_kombu.binding.{queue}")
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def celery(
     broker_url: str,
@@ -150,7 +144,7 @@ def celery(
             finally:
                 client.close()
     finally:
-        _forget_queue(broker_url, queue)
+        forget_queue(broker_url, queue)
         _drop_database(pg_server_url, metadata_db)
         _drop_database(pg_server_url, data_db)
 
