@@ -38,6 +38,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from parallel_batch.airflow import DEFAULT_CONN_ID
 from parallel_batch.airflow.connection import resolve_conninfo
+from parallel_batch.airflow.storage import with_storage
 from parallel_batch.airflow.values import DEFAULT_WORKERS, fail_fast, positive_int
 from parallel_batch.airflow.values import optional_positive_int as optional_int
 from parallel_batch.core.job import ChunkSummary
@@ -143,7 +144,7 @@ def _holder(context: Context) -> str:
     ti = context["ti"]
     return (
         f"{ti.dag_id}/{ti.run_id}/{ti.task_id}[{ti.map_index}] try {ti.try_number} "
-        f"on {socket.gethostname()}"
+        f"on {ti.hostname or socket.gethostname()}"
     )
 
 
@@ -206,7 +207,7 @@ class ProcessChunkOperator(BaseOperator):
                 f"job {self.job_key!r} does not exist: its plan task must run first"
             )
         with fail_fast(f"Job {self.job_key!r} cannot run"):
-            spec = stored_spec(job, source_from_dict)
+            spec = with_storage(stored_spec(job, source_from_dict))
             if chunk_id not in job.chunk_ids:
                 raise ConfigurationError(
                     f"chunk {chunk_id} is not in the job's plan (was it started over with "
