@@ -154,7 +154,7 @@ def test_celery_backfill_runs_in_parallel_and_processes_each_day_once(
     processes each day's rows exactly once."""
     client = celery.client
     tables = Tables("celery_backfill")
-    rows_per_day = 4_000
+    rows_per_day = 12_000
     seed(db, tables, rows_per_day * SEED_DAYS, poison_every=199)
     source = table_sql(tables.source)
     # Row i at SEED_START + (i - 1) days / rows_per_day: each day gets exactly rows_per_day rows.
@@ -164,9 +164,10 @@ def test_celery_backfill_runs_in_parallel_and_processes_each_day_once(
     )
     db.execute(sql.SQL("VACUUM ANALYZE {}").format(source))
     create_events_enriched(db, tables.target)  # before the runs' setup tasks race to create it
-    # 4 chunks a day of 100 batches (transactions) each: seconds each, so that a run's chunks are
-    # still running when the scheduler gives the next run's chunks the slots the first ones free.
-    conf = tables.conf(chunk_rows=1_000, batch_rows=10, workers=1)
+    # 4 chunks a day of 300 batches (transactions) each, 2-3 s each: a run's chunks are still
+    # running when the next run's setup and plan tasks are done (100 batches, under 1 s each,
+    # let one run finish before the next planned on a busy machine).
+    conf = tables.conf(chunk_rows=3_000, batch_rows=10, workers=1)
     client.wait_for_dag(DAG_ID)
     client.unpause(DAG_ID)
 
