@@ -218,10 +218,17 @@ class ParallelCsvJob(_ParallelJob):
     :class:`ParallelTableJob` mean the same (``batch_rows`` defaults to 5,000 records,
     ``max_failed_ratio`` to 5%); besides:
 
-    :param path: the file, as every worker sees it.
+    :param path: the file, as every worker sees it: a local path or a URL (``file://``,
+        ``s3://``, ``gs://``... read by byte ranges, never downloaded whole).
     :param columns: CSV column -> target column (default: by header name); for a file without a
         header, the target column of each CSV column in file order.
     :param header: whether the first record names the columns.
+    :param delimiter: the field separator, one character (``";"``, ``"\\t"`` or ``"tab"``...).
+    :param quotechar: the quote character; None or ``""``: no quoting.
+    :param encoding: ``utf-8`` (default) or a single-byte encoding (``latin-1``, ``cp1252``...).
+    :param null_values: the fields read as NULL (default ``[""]``, the empty field).
+    :param storage_conn_id: the Airflow connection with the credentials of a ``path`` URL (used
+        through ``ObjectStoragePath``); None: the filesystem's own (environment, profile).
     :param key_column: a column whose duplicates are dead letters, the first in the file
         winning; None: none.
     :param chunk_bytes: bytes per chunk (default 8 MiB); or ``chunks``: how many.
@@ -239,6 +246,11 @@ class ParallelCsvJob(_ParallelJob):
         key_column: str | None = None,
         chunk_bytes: int | str | None = DEFAULT_CHUNK_BYTES,
         conn_id: str = DEFAULT_CONN_ID,
+        delimiter: str = ",",
+        quotechar: str | None = '"',
+        encoding: str = "utf-8",
+        null_values: Sequence[str] | str | None = None,
+        storage_conn_id: str | None = None,
         **options: Unpack[JobOptions],
     ) -> None:
         options.setdefault("batch_rows", DEFAULT_CSV_BATCH_ROWS)
@@ -251,6 +263,13 @@ class ParallelCsvJob(_ParallelJob):
                 header=header,
                 key_column=key_column,
                 chunk_bytes=chunk_bytes,
+                dialect={
+                    "delimiter": delimiter,
+                    "quotechar": quotechar,
+                    "encoding": encoding,
+                    "null_values": null_values,
+                },
+                storage_conn_id=storage_conn_id,
                 target_table=target_table,
                 conn_id=conn_id,
                 **_pick(options, _PLAN_OPTIONS),

@@ -9,8 +9,10 @@ import psycopg
 
 from parallel_batch.airflow.jobkeys import RunScope
 from parallel_batch.airflow.plan import PlanJobOperator
+from parallel_batch.airflow.storage import storage_options
 from parallel_batch.airflow.values import null, optional_positive_int, true_or_false
 from parallel_batch.core.source import Source
+from parallel_batch.sources.csv.dialect import CsvDialect
 from parallel_batch.sources.csv.source import CsvSource
 from parallel_batch.sources.csv.typed import typed_csv_source
 from parallel_batch.sources.table.source import TableSource
@@ -116,6 +118,11 @@ class PlanCsvJobOperator(PlanJobOperator):
     :param key_column: a column whose duplicates are dead letters, the first in the file
         winning; None: none (templated).
     :param chunk_bytes: bytes per chunk (templated).
+    :param dialect: the file's ``delimiter``, ``quotechar``, ``encoding`` and ``null_values``
+        (:meth:`CsvDialect.of`'s arguments; each defaults as there) (templated).
+    :param storage_conn_id: the Airflow connection whose credentials read a ``path`` URL
+        (``aws_default``...), through ``ObjectStoragePath``; None: the filesystem's own
+        (environment, instance profile) (templated).
     """
 
     template_fields: Sequence[str] = (
@@ -125,6 +132,8 @@ class PlanCsvJobOperator(PlanJobOperator):
         "header",
         "key_column",
         "chunk_bytes",
+        "dialect",
+        "storage_conn_id",
     )
 
     def __init__(
@@ -135,6 +144,8 @@ class PlanCsvJobOperator(PlanJobOperator):
         header: bool | str = True,
         key_column: str | None = None,
         chunk_bytes: int | str | None = DEFAULT_CHUNK_BYTES,
+        dialect: Mapping[str, Any] | None = None,
+        storage_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -143,6 +154,16 @@ class PlanCsvJobOperator(PlanJobOperator):
         self.header = header
         self.key_column = key_column
         self.chunk_bytes = chunk_bytes
+        self.dialect = dict(dialect or {})
+        self.storage_conn_id = storage_conn_id
+
+    def csv_dialect(self) -> CsvDialect:
+        """The dialect from the rendered options: a null quotechar means no quoting, another
+        null option its default."""
+        options = {key: null(value) for key, value in self.dialect.items()}
+        return CsvDialect.of(
+            **{k: v for k, v in options.items() if v is not None or k == "quotechar"}
+        )
 
     def dedup_key(self) -> str | None:
         key = null(self.key_column)
@@ -162,6 +183,8 @@ class PlanCsvJobOperator(PlanJobOperator):
             str(self.path),
             CsvSchema([CsvColumn("_")]),
             header=true_or_false(self.header, "header"),
+            dialect=self.csv_dialect(),
+            storage_conn_id=null(self.storage_conn_id),
         )
 
     def resolve_source(
@@ -176,5 +199,8 @@ class PlanCsvJobOperator(PlanJobOperator):
             columns=columns,
             header=source.header,
             key_column=self.dedup_key(),
+            dialect=source.dialect,
+            storage_conn_id=source.storage_conn_id,
+            storage_options=storage_options(source.path, source.storage_conn_id),
         )
         return typed.planned()

@@ -17,7 +17,9 @@ uuid        ``0b4c...``                     ``UUID(...)``
 json        ``{"a": 1}``                    the parsed value (for json and jsonb columns)
 ==========  ==============================  =============================================
 
-An empty field is ``None`` (SQL NULL), or an error when the column is required.
+An empty field is ``None`` (SQL NULL), or an error when the column is required. A dialect's
+``null_values`` add spellings of NULL (``NULL``, ``\\N``, ``NA``...); when they leave out the empty
+field, an empty field of a text column is the empty string.
 
 A column converts with ``map()`` of a C-level parser (``int``, ``Decimal``,
 ``datetime.fromisoformat``) over all of its fields, resumed after any field that raises, then
@@ -57,6 +59,8 @@ KINDS: frozenset[str] = frozenset(get_args(ColumnKind))
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _tzinfo = attrgetter("tzinfo")
+# The fields read as NULL by default: the empty one.
+DEFAULT_NULLS: frozenset[str] = frozenset({""})
 
 
 def _int(text: str) -> int:
@@ -159,12 +163,14 @@ _FIELD: dict[str, Callable[[str], Value]] = {
 }
 
 
-def convert_field(kind: ColumnKind, required: bool, text: str) -> Value:
-    """Convert one field.
+def convert_field(
+    kind: ColumnKind, required: bool, text: str, nulls: frozenset[str] = DEFAULT_NULLS
+) -> Value:
+    """Convert one field; ``nulls`` are the fields read as NULL.
 
     :raises ValueError: saying what is wrong with it (without quoting it).
     """
-    if not text:
+    if text in nulls or (not text and kind != "text"):
         if required:
             raise ValueError("a value is required")
         return None
@@ -230,15 +236,24 @@ _COLUMN: dict[
 
 
 def convert_column(
-    kind: ColumnKind, required: bool, texts: Sequence[str]
+    kind: ColumnKind,
+    required: bool,
+    texts: Sequence[str],
+    nulls: frozenset[str] = DEFAULT_NULLS,
 ) -> tuple[list[Value], dict[int, str]]:
     """Convert a column of fields.
 
     :param kind: the column's kind.
-    :param required: whether an empty field is an error.
+    :param required: whether a NULL is an error.
     :param texts: the column's fields, one per record.
+    :param nulls: the fields read as NULL (an empty one always is, except in a text column
+        whose ``nulls`` leave it out).
     :returns: one value per field (None where it failed) and the failures by index, with reasons.
     """
+    if nulls != DEFAULT_NULLS and not nulls.isdisjoint(texts):
+        return _convert_nulls(kind, required, texts, nulls)
+    if kind == "text" and "" not in nulls:
+        return list(texts), {}
     failures: dict[int, str] = {}
     if kind == "text":
         if "" not in texts:
@@ -257,6 +272,17 @@ def convert_column(
         except ValueError as exc:
             failures[i] = str(exc)
             values[i] = None
+    return values, failures
+
+
+def _convert_nulls(
+    kind: ColumnKind, required: bool, texts: Sequence[str], nulls: frozenset[str]
+) -> tuple[list[Value], dict[int, str]]:
+    """A column holding some of a dialect's own NULL spellings: NULLs as empty fields."""
+    if kind != "text":
+        return convert_column(kind, required, ["" if t in nulls else t for t in texts])
+    values: list[Value] = [None if t in nulls else t for t in texts]
+    failures = dict.fromkeys(_nones(values), "a value is required") if required else {}
     return values, failures
 
 

@@ -23,7 +23,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from parallel_batch.sources.csv.scan import QuoteScanner, iter_blocks
+from parallel_batch.sources.csv.dialect import DEFAULT_DIALECT, CsvDialect
+from parallel_batch.sources.csv.files import StorageOptions, open_binary, stream_size
+from parallel_batch.sources.csv.scan import Scanner, iter_blocks, scanner_for
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ def plan_csv_chunks(
     chunk_bytes: int | None = None,
     max_chunks: int = DEFAULT_MAX_CHUNKS,
     has_header: bool = True,
+    dialect: CsvDialect = DEFAULT_DIALECT,
+    storage_options: StorageOptions | None = None,
 ) -> list[FileChunk]:
     """Plan the chunks of a CSV file: byte ranges aligned to record starts, in file order.
 
@@ -98,11 +102,14 @@ def plan_csv_chunks(
     (chunks of about that size). Either way there are never more than ``max_chunks``; a record
     longer than the spacing makes fewer chunks. An empty or header-only file has none.
 
-    :param path: the CSV file (UTF-8, RFC 4180 quoting; a BOM and CRLF line endings are fine).
+    :param path: the CSV file, a local path or a URL (RFC 4180 quoting in its dialect; a
+        UTF-8 BOM and CRLF line endings are fine).
     :param chunks: the number of chunks wanted.
     :param chunk_bytes: the size of each chunk in bytes.
     :param max_chunks: the most chunks to return (Airflow's ``max_map_length``).
     :param has_header: whether the first record is a header, which no chunk includes.
+    :param dialect: the file's dialect.
+    :param storage_options: the filesystem's options for a URL (credentials, endpoint).
     """
     if (chunks is None) == (chunk_bytes is None):
         raise ValueError("give exactly one of chunks or chunk_bytes")
@@ -112,20 +119,31 @@ def plan_csv_chunks(
         raise ValueError("chunk_bytes must be greater than 0")
     if max_chunks < 1:
         raise ValueError("max_chunks must be greater than 0")
-    with open(path, "rb") as stream:
-        size = os.fstat(stream.fileno()).st_size
-        start = len(BOM) if stream.read(len(BOM)) == BOM else 0
+    with open_binary(path, storage_options) as stream:
+        size = stream_size(stream)
+        start = data_start(stream, dialect)
         plan = _Plan(size, chunks, chunk_bytes, max_chunks)
         if not has_header:
             plan.begin(start, 1)
-        _scan(stream, plan, start, None)
+        _scan(stream, plan, start, None, dialect)
     chunks_planned = plan.chunks()
     log.info("Planned %d chunks over %d bytes of CSV data", len(chunks_planned), size)
     return chunks_planned
 
 
+def data_start(stream: BinaryIO, dialect: CsvDialect) -> int:
+    """The offset of a file's first record: after a UTF-8 BOM, if any."""
+    stream.seek(0)
+    return len(BOM) if dialect.utf8 and stream.read(len(BOM)) == BOM else 0
+
+
 def plan_ranges(
-    path: str | os.PathLike[str], chunk: FileChunk, *, step_bytes: int
+    path: str | os.PathLike[str],
+    chunk: FileChunk,
+    *,
+    step_bytes: int,
+    dialect: CsvDialect = DEFAULT_DIALECT,
+    storage_options: StorageOptions | None = None,
 ) -> tuple[list[FileChunk], int]:
     """Cut a chunk into ranges of about ``step_bytes`` that start on record boundaries (a
     chunk's batches), in one pass over the chunk only.
@@ -135,19 +153,24 @@ def plan_ranges(
     """
     if step_bytes < 1:
         raise ValueError("step_bytes must be greater than 0")
-    with open(path, "rb") as stream:
+    with open_binary(path, storage_options) as stream:
         plan = _Plan(chunk.end, None, step_bytes, chunk.end)
         plan.begin(chunk.start, chunk.first_line)
-        lines = _scan(stream, plan, chunk.start, chunk.end, chunk.first_line)
+        lines = _scan(stream, plan, chunk.start, chunk.end, dialect, chunk.first_line)
     return plan.chunks(), lines.line
 
 
 def _scan(
-    stream: BinaryIO, plan: _Plan, start: int, end: int | None, first_line: int = 1
+    stream: BinaryIO,
+    plan: _Plan,
+    start: int,
+    end: int | None,
+    dialect: CsvDialect,
+    first_line: int = 1,
 ) -> _LineCounter:
     """Walk ``[start, end)`` of the stream, settling the plan's boundaries (after the header
     when the plan has not begun); return the line counter at the end of the walk."""
-    scanner = QuoteScanner()
+    scanner = scanner_for(dialect)
     lines = _LineCounter(start, first_line)
     for offset, block in iter_blocks(stream, start, end, PLAN_BLOCK_BYTES):
         pos = scanner.enter(block)
@@ -228,7 +251,7 @@ class _Plan:
         return (data_start + -(-k * data_bytes // count) for k in range(1, count))
 
     def resolve(
-        self, scanner: QuoteScanner, block: bytes, offset: int, pos: int, lines: _LineCounter
+        self, scanner: Scanner, block: bytes, offset: int, pos: int, lines: _LineCounter
     ) -> int:
         """Move every target this block can settle to the next record start.
 

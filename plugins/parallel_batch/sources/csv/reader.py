@@ -31,7 +31,9 @@ from contextlib import closing
 from itertools import compress, repeat
 
 from parallel_batch.exceptions import CsvHeaderError
-from parallel_batch.sources.csv.planner import BOM, FileChunk
+from parallel_batch.sources.csv.dialect import DEFAULT_DIALECT, CsvDialect
+from parallel_batch.sources.csv.files import StorageOptions, open_binary, stream_size
+from parallel_batch.sources.csv.planner import FileChunk, data_start
 from parallel_batch.sources.csv.records import (
     CsvBatch,
     CsvRecord,
@@ -42,7 +44,7 @@ from parallel_batch.sources.csv.records import (
     split_record,
 )
 from parallel_batch.sources.csv.rows import Rows, rows_of_record, rows_of_run
-from parallel_batch.sources.csv.scan import QuoteScanner
+from parallel_batch.sources.csv.scan import scanner_for
 from parallel_batch.sources.csv.schema import CsvSchema
 from parallel_batch.sources.csv.segments import MAX_RECORD_BYTES, Record, Run, iter_segments
 
@@ -54,6 +56,8 @@ def read_csv_chunk(
     *,
     batch_rows: int,
     after_line: int | None = None,
+    dialect: CsvDialect = DEFAULT_DIALECT,
+    storage_options: StorageOptions | None = None,
 ) -> Iterator[CsvBatch]:
     """Read a chunk as batches of typed records and per-record errors.
 
@@ -66,12 +70,14 @@ def read_csv_chunk(
     :param schema: the columns to convert each record to.
     :param batch_rows: records (and errors) per batch.
     :param after_line: skip the records that start on or before this physical line.
+    :param dialect: the file's dialect (delimiter, quoting, encoding, NULL spellings).
+    :param storage_options: the filesystem's options for a URL.
     """
     if batch_rows < 1:
         raise ValueError("batch_rows must be greater than 0")
     if after_line is not None and after_line < 0:
         raise ValueError("after_line must not be negative")
-    return _read_batches(path, chunk, schema, batch_rows, after_line or 0)
+    return _read_batches(path, chunk, schema, batch_rows, after_line or 0, dialect, storage_options)
 
 
 def _read_batches(
@@ -80,14 +86,17 @@ def _read_batches(
     schema: CsvSchema,
     batch_rows: int,
     after_line: int,
+    dialect: CsvDialect,
+    storage_options: StorageOptions | None,
 ) -> Iterator[CsvBatch]:
-    builder = _BatchBuilder(schema, batch_rows)
-    for segment in iter_segments(path, chunk):
+    builder = _BatchBuilder(schema, batch_rows, dialect)
+    segments = iter_segments(path, chunk, dialect=dialect, storage_options=storage_options)
+    for segment in segments:
         if isinstance(segment, Run):
-            rows = rows_of_run(segment, after_line)
+            rows = rows_of_run(segment, after_line, dialect)
             next_line = segment.line + segment.data.count(b"\n")
         else:
-            rows = rows_of_record(segment, after_line)
+            rows = rows_of_record(segment, after_line, dialect)
             next_line = segment.next_line
         yield from builder.add(rows, next_line)
     if builder.pending:
@@ -97,8 +106,10 @@ def _read_batches(
 class _BatchBuilder:
     """Rows of fields waiting to be converted: up to ``batch_rows`` of them, errors included."""
 
-    def __init__(self, schema: CsvSchema, batch_rows: int) -> None:
+    def __init__(self, schema: CsvSchema, batch_rows: int, dialect: CsvDialect) -> None:
         self._schema = schema
+        self._nulls = dialect.nulls
+        self._encoding = dialect.encoding
         self._width = len(schema.columns)
         self._batch_rows = batch_rows
         self._reset()
@@ -136,22 +147,24 @@ class _BatchBuilder:
     def flush(self) -> CsvBatch:
         """Convert the gathered rows and return them as a batch; start the next one."""
         lines, rows, raws, errors = self._lines, self._fields, self._raws, self._errors
-        width = self._width
+        width, encoding = self._width, self._encoding
         widths = list(map(len, rows))
         if widths.count(width) != len(rows):
             # Some records failed to split (they have no fields) or have too few or too many.
             for i in compress(range(len(rows)), map(width.__ne__, widths)):
                 if widths[i]:
                     reason = field_count_reason(width, widths[i])
-                    errors.append(RecordError(lines[i], reason, raw_text(raws[i]), "field_count"))
+                    errors.append(
+                        RecordError(lines[i], reason, raw_text(raws[i], encoding), "field_count")
+                    )
             lines = list(compress(lines, map(width.__eq__, widths)))
             raws = list(compress(raws, map(width.__eq__, widths)))
             rows = list(compress(rows, map(width.__eq__, widths)))
-        values, failures = self._schema.convert_rows(rows)
+        values, failures = self._schema.convert_rows(rows, self._nulls)
         converted = zip(lines, values, strict=True)
         if failures:
             for i, reason in failures.items():
-                errors.append(RecordError(lines[i], reason, raw_text(raws[i]), "value"))
+                errors.append(RecordError(lines[i], reason, raw_text(raws[i], encoding), "value"))
             keep = bytearray(b"\x01") * len(lines)
             for i in failures:
                 keep[i] = 0
@@ -164,29 +177,35 @@ class _BatchBuilder:
         return batch
 
 
-def read_csv_header(path: str | os.PathLike[str]) -> list[str]:
-    """Return the field names of a CSV file's first record (after a BOM, if any).
+def read_csv_header(
+    path: str | os.PathLike[str],
+    dialect: CsvDialect = DEFAULT_DIALECT,
+    storage_options: StorageOptions | None = None,
+) -> list[str]:
+    """Return the field names of a CSV file's first record (after a UTF-8 BOM, if any).
 
     :raises CsvHeaderError: when the file has no header or its first record cannot be read.
     """
     name = os.fspath(path)
-    with open(path, "rb") as stream:
-        size = os.fstat(stream.fileno()).st_size
-        start = len(BOM) if stream.read(len(BOM)) == BOM else 0
+    with open_binary(path, storage_options) as stream:
+        size = stream_size(stream)
+        start = data_start(stream, dialect)
     if start >= size:
         raise CsvHeaderError(f"{name} is empty: it has no header")
-    with closing(iter_segments(path, FileChunk(start, size, 1))) as segments:
+    chunk = FileChunk(start, size, 1)
+    segments = iter_segments(path, chunk, dialect=dialect, storage_options=storage_options)
+    with closing(segments):
         first = next(segments)
     if isinstance(first, Record) and first.too_long:
         raise CsvHeaderError(f"the header of {name} is longer than {MAX_RECORD_BYTES} bytes")
     data = first.data
     if isinstance(first, Run):  # the header is the run's first record
-        scanner = QuoteScanner()
+        scanner = scanner_for(dialect)
         outside = scanner.enter(data)
         end = None if outside is None else scanner.next_record_end(data, outside)
         data = data[:end]
     try:
-        fields = split_record(data)
+        fields = split_record(data, dialect)
     except MalformedRecord as exc:
         raise CsvHeaderError(f"cannot read the header of {name}: {exc}") from exc
     if not fields:

@@ -3,7 +3,7 @@
 Whatever is wrong with one record becomes a :class:`RecordError` at its starting line, and the
 next record is unaffected::
 
-    bytes ─► decode UTF-8 ─► split fields ─► count them ─► convert ─► CsvRecord
+    bytes ─► decode ─► split fields ─► count them ─► convert ─► CsvRecord
                  │                │               │            │
                  └───────── RecordError(line, reason, raw, kind) ◄┘
 
@@ -17,6 +17,7 @@ import csv
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, TypeAlias
 
+from parallel_batch.sources.csv.dialect import DEFAULT_DIALECT, CsvDialect
 from parallel_batch.sources.csv.schema import CsvSchema, Value
 
 ErrorKind: TypeAlias = Literal["encoding", "quoting", "field_count", "value", "too_long"]
@@ -29,7 +30,6 @@ RAW_MAX_CHARS = 1000
 _CSV_ERRORS = {
     "new-line character s": "a carriage return outside quotes",
     "unexpected end of da": "a quoted field is not closed",
-    "',' expected after '": "text after a closing quote",
 }
 
 
@@ -84,10 +84,10 @@ class MalformedRecord(ValueError):
         self.kind: ErrorKind = kind
 
 
-def raw_text(data: bytes | str) -> str:
+def raw_text(data: bytes | str, encoding: str = "utf-8") -> str:
     """Return a record for an error message: no line ending, bad bytes escaped, cut short."""
     if isinstance(data, bytes):
-        data = data[: RAW_MAX_CHARS * 4 + 2].decode("utf-8", "backslashreplace")
+        data = data[: RAW_MAX_CHARS * 4 + 2].decode(encoding, "backslashreplace")
     if data.endswith("\n"):
         data = data[:-1]
     if data.endswith("\r"):
@@ -95,57 +95,69 @@ def raw_text(data: bytes | str) -> str:
     return data[:RAW_MAX_CHARS]
 
 
-def split_record(data: bytes) -> list[str]:
+def split_record(data: bytes, dialect: CsvDialect = DEFAULT_DIALECT) -> list[str]:
     """Split one record's bytes (with its line ending, if any) into fields; [] for a blank line.
 
-    A record without a quote or a carriage return splits on commas (exactly what the ``csv``
-    module would return); any other goes through the ``csv`` module in strict mode.
+    A record without a quote or a carriage return splits on the delimiter (exactly what the
+    ``csv`` module would return); any other goes through the ``csv`` module in strict mode.
 
-    :raises MalformedRecord: when the bytes are not UTF-8 or the quoting is malformed.
+    :raises MalformedRecord: when the bytes do not decode or the quoting is malformed.
     """
     try:
-        text = data.decode("utf-8")
+        text = data.decode(dialect.encoding)
     except UnicodeDecodeError as exc:
+        name = "UTF-8" if dialect.utf8 else dialect.encoding
         reason = (
-            f"invalid UTF-8: byte 0x{data[exc.start]:02x} at byte {exc.start + 1} of the record"
+            f"invalid {name}: byte 0x{data[exc.start]:02x} at byte {exc.start + 1} of the record"
         )
         raise MalformedRecord("encoding", reason) from exc
     if text.endswith("\n"):
         text = text[:-2] if text.endswith("\r\n") else text[:-1]
     if not text:
         return []
-    if '"' not in text and "\r" not in text:
-        return text.split(",")
+    quote = dialect.quotechar
+    if (quote is None or quote not in text) and "\r" not in text:
+        return text.split(dialect.delimiter)
     try:
-        return next(csv.reader((text,), strict=True), [])
+        return next(csv.reader((text,), **dialect.csv_options), [])
     except csv.Error as exc:
-        reason = f"malformed CSV: {_CSV_ERRORS.get(str(exc)[:20], str(exc))}"
+        reason = f"malformed CSV: {_csv_error(str(exc))}"
         raise MalformedRecord("quoting", reason) from exc
 
 
-def parse_record(data: bytes, line: int, schema: CsvSchema) -> CsvRecord | RecordError | None:
+def _csv_error(message: str) -> str:
+    if " expected after " in message:  # "',' expected after '\"'" (the delimiter, the quote)
+        return "text after a closing quote"
+    return _CSV_ERRORS.get(message[:20], message)
+
+
+def parse_record(
+    data: bytes, line: int, schema: CsvSchema, dialect: CsvDialect = DEFAULT_DIALECT
+) -> CsvRecord | RecordError | None:
     """Turn one record's bytes (with its line ending, if any) into a record or an error.
 
     :param data: the record's bytes, as the scanner delimited them.
     :param line: the physical line on which it starts.
     :param schema: the columns to convert to.
+    :param dialect: the file's dialect.
     :returns: the record, its error, or None for a blank line (which is skipped).
     """
+    raw = dialect.encoding
     try:
-        fields = split_record(data)
+        fields = split_record(data, dialect)
     except MalformedRecord as exc:
-        return RecordError(line, str(exc), raw_text(data), exc.kind)
+        return RecordError(line, str(exc), raw_text(data, raw), exc.kind)
     if not fields:
         return None
     width = len(schema.columns)
     if len(fields) != width:
         return RecordError(
-            line, field_count_reason(width, len(fields)), raw_text(data), "field_count"
+            line, field_count_reason(width, len(fields)), raw_text(data, raw), "field_count"
         )
     try:
-        values = schema.convert(fields)
+        values = schema.convert(fields, dialect.nulls)
     except ValueError as exc:
-        return RecordError(line, str(exc), raw_text(data), "value")
+        return RecordError(line, str(exc), raw_text(data, raw), "value")
     return CsvRecord(line, values)
 
 

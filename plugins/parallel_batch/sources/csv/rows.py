@@ -21,12 +21,13 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from operator import add
+from operator import add, methodcaller
 from typing import cast
 
 from parallel_batch.sources.csv import segments
+from parallel_batch.sources.csv.dialect import DEFAULT_DIALECT, CsvDialect
 from parallel_batch.sources.csv.records import MalformedRecord, RecordError, raw_text, split_record
-from parallel_batch.sources.csv.scan import QuoteScanner
+from parallel_batch.sources.csv.scan import scanner_for
 from parallel_batch.sources.csv.segments import Record, Run
 
 
@@ -46,37 +47,37 @@ class Rows:
     errors: dict[int, RecordError] = field(default_factory=dict)
 
 
-def rows_of_record(record: Record, after_line: int) -> Rows:
+def rows_of_record(record: Record, after_line: int, dialect: CsvDialect = DEFAULT_DIALECT) -> Rows:
     """Split one record delimited by the scanner (skipped if on or before ``after_line``)."""
     line, data = record.line, record.data
     if line <= after_line:
         return Rows()
     if record.too_long:
         reason = f"record longer than {segments.MAX_RECORD_BYTES} bytes (a quote left open?)"
-        return Rows(
-            [line], [[]], [data], {0: RecordError(line, reason, raw_text(data), "too_long")}
-        )
+        error = RecordError(line, reason, raw_text(data, dialect.encoding), "too_long")
+        return Rows([line], [[]], [data], {0: error})
     try:
-        fields = split_record(data)
+        fields = split_record(data, dialect)
     except MalformedRecord as exc:
-        return Rows(
-            [line], [[]], [data], {0: RecordError(line, str(exc), raw_text(data), exc.kind)}
-        )
+        error = RecordError(line, str(exc), raw_text(data, dialect.encoding), exc.kind)
+        return Rows([line], [[]], [data], {0: error})
     return Rows([line], [fields], [data]) if fields else Rows()
 
 
-def rows_of_run(run: Run, after_line: int) -> Rows:
+def rows_of_run(run: Run, after_line: int, dialect: CsvDialect = DEFAULT_DIALECT) -> Rows:
     """Split a run of whole records, skipping those on or before ``after_line``."""
     if run.line + run.data.count(b"\n") <= after_line + 1:  # it ends on or before that line
         return Rows()
+    encoding = dialect.encoding
     try:
-        text, undecodable = run.data.decode("utf-8"), False
+        text, undecodable = run.data.decode(encoding), False
     except UnicodeDecodeError:
-        text, undecodable = run.data.decode("utf-8", "surrogateescape"), True
+        text, undecodable = run.data.decode(encoding, "surrogateescape"), True
     crlf_only = "\r" not in text or text.count("\r") == text.count("\r\n")
     if not crlf_only:  # a bare carriage return: rare, and the csv module's error if unquoted
-        return _rows_one_by_one(run, after_line)
-    if '"' not in text:
+        return _rows_one_by_one(run, after_line, dialect)
+    quote = dialect.quotechar
+    if quote is None or quote not in text:
         if "\r" in text:
             text = text.replace("\r\n", "\n")
         lines = text.split("\n")
@@ -84,12 +85,12 @@ def rows_of_run(run: Run, after_line: int) -> Rows:
             lines.pop()  # what follows the last line ending
         numbers: Sequence[int] = range(run.line, run.line + len(lines))
         raws: Sequence[str] = lines
-        fields: list[list[str]] = list(map(str.split, lines, repeat(",")))
+        fields: list[list[str]] = list(map(str.split, lines, repeat(dialect.delimiter)))
         blank: list[str] = [""]  # what str.split makes of a blank line
     else:
-        parsed = _split_with_csv(text, run.line)
+        parsed = _split_with_csv(text, run.line, dialect)
         if parsed is None:
-            return _rows_one_by_one(run, after_line)
+            return _rows_one_by_one(run, after_line, dialect)
         numbers, fields, raws = parsed
         blank = []  # what the csv module makes of one
     rows = Rows(numbers, fields, raws)
@@ -99,19 +100,19 @@ def rows_of_run(run: Run, after_line: int) -> Rows:
         skip = bisect_right(rows.lines, after_line)
         rows = Rows(rows.lines[skip:], rows.fields[skip:], rows.raws[skip:])
     if undecodable:
-        _mark_undecodable(rows)
+        _mark_undecodable(rows, dialect)
     return rows
 
 
 def _split_with_csv(
-    text: str, first_line: int
+    text: str, first_line: int, dialect: CsvDialect
 ) -> tuple[Sequence[int], list[list[str]], Sequence[str]] | None:
     """Split with one csv reader over the text; None if any record needs a closer look.
 
     The text must hold no bare carriage return: the reader's line count, which numbers the
     records here, counts one as a line break.
     """
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), **dialect.csv_options)
     fields: list[list[str]] = []
     ends: list[int] = []  # the line count after each record: where the next one starts
     try:
@@ -139,29 +140,33 @@ def _without_blanks(rows: Rows, blank: list[str]) -> Rows:
     )
 
 
-def _mark_undecodable(rows: Rows) -> None:
+def _mark_undecodable(rows: Rows, dialect: CsvDialect) -> None:
     """Turn each record holding an undecodable byte into its error, as split_record words it."""
     raws = rows.raws
+    encode = methodcaller("encode", dialect.encoding)
     encoded: list[bytes] = []
     while len(encoded) < len(raws):  # str.encode refuses the surrogates that stand for bad bytes
         try:
-            encoded.extend(map(str.encode, cast("Sequence[str]", raws[len(encoded) :])))
+            encoded.extend(map(encode, cast("Sequence[str]", raws[len(encoded) :])))
         except UnicodeEncodeError:
             i = len(encoded)
-            data = cast(str, raws[i]).encode("utf-8", "surrogateescape")
+            data = cast(str, raws[i]).encode(dialect.encoding, "surrogateescape")
             encoded.append(data)
             try:
-                split_record(data)
+                split_record(data, dialect)
             except MalformedRecord as exc:
-                rows.errors[i] = RecordError(rows.lines[i], str(exc), raw_text(data), exc.kind)
+                error = RecordError(
+                    rows.lines[i], str(exc), raw_text(data, dialect.encoding), exc.kind
+                )
+                rows.errors[i] = error
                 rows.fields[i] = []
 
 
-def _rows_one_by_one(run: Run, after_line: int) -> Rows:
+def _rows_one_by_one(run: Run, after_line: int, dialect: CsvDialect) -> Rows:
     """Split a run record by record (when one of them is malformed)."""
     rows = Rows([], [], [])
     assert isinstance(rows.lines, list) and isinstance(rows.raws, list)
-    scanner = QuoteScanner()
+    scanner = scanner_for(dialect)
     data, line = run.data, run.line
     start = 0
     outside = scanner.enter(data)
@@ -170,7 +175,7 @@ def _rows_one_by_one(run: Run, after_line: int) -> Rows:
         end = len(data) if end is None else end  # the file's last record, without a line ending
         piece = data[start:end]
         next_line = line + piece.count(b"\n")
-        one = rows_of_record(Record(line, piece, next_line, False), after_line)
+        one = rows_of_record(Record(line, piece, next_line, False), after_line, dialect)
         for error in one.errors.values():
             rows.errors[len(rows.lines)] = error
         rows.lines.extend(one.lines)

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import BinaryIO
+from functools import cache
+from typing import BinaryIO, Protocol
+
+from parallel_batch.sources.csv.dialect import DEFAULT_DIALECT, CsvDialect
 
 # Bytes read per call by the reader. Larger: fewer Python iterations per MB; smaller: less
 # memory, and fewer parsed rows alive at once (less garbage-collector work). 128-256 KiB
@@ -34,15 +37,43 @@ READ_BLOCK_BYTES = 256 << 10
 _QUOTE = 0x22
 _COMMA = 0x2C
 _NEWLINE = 0x0A
-# A quoted field's body after its opening quote: everything before the first lone quote.
-# Possessive, so an escaped "" is never split into a closing quote plus a stray one.
-_BODY = re.compile(rb'[^"]*+(?:""[^"]*+)*+')
-# A stretch of text outside quoted fields, consuming whole closed quoted fields and literal
-# quotes (a quote not at a field start). It stops at the end, at a field-opening quote whose
-# field does not close, or at a quote at offset 0 (no byte behind it to tell which it is:
-# :meth:`QuoteScanner.enter` handles that one). No capturing group: CPython 3.11's re reports
-# wrong spans for groups inside possessive repeats.
-_RUN = re.compile(rb'(?:[^"]++|"(?<=[,\n]")[^"]*+(?:""[^"]*+)*+"|(?<=[^,\n])")*+')
+
+
+@cache
+def _patterns(quote: int, delimiter: int) -> tuple[re.Pattern[bytes], re.Pattern[bytes]]:
+    """The scanner's two regexes for a quote byte and a delimiter byte (``"`` and ``,`` shown).
+
+    ``_BODY``: a quoted field's body after its opening quote: everything before the first lone
+    quote. Possessive, so an escaped ``""`` is never split into a closing quote plus a stray one.
+
+    ``_RUN``: a stretch of text outside quoted fields, consuming whole closed quoted fields and
+    literal quotes (a quote not at a field start). It stops at the end, at a field-opening quote
+    whose field does not close, or at a quote at offset 0 (no byte behind it to tell which it is:
+    :meth:`QuoteScanner.enter` handles that one). No capturing group: CPython 3.11's re reports
+    wrong spans for groups inside possessive repeats.
+    """
+    q = re.escape(bytes([quote]))
+    d = re.escape(bytes([delimiter]))
+    body = rb"[^" + q + rb"]*+(?:" + q + q + rb"[^" + q + rb"]*+)*+"
+    run = (
+        rb"(?:[^"
+        + q
+        + rb"]++|"
+        + q
+        + rb"(?<=["
+        + d
+        + rb"\n]"
+        + q
+        + rb")"
+        + body
+        + q
+        + rb"|(?<=[^"
+        + d
+        + rb"\n])"
+        + q
+        + rb")*+"
+    )
+    return re.compile(body), re.compile(run)
 
 
 class QuoteScanner:
@@ -53,7 +84,11 @@ class QuoteScanner:
     :meth:`outside_at` calls moving forward, then :meth:`leave` from the last outside offset.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, quote: int = _QUOTE, delimiter: int = _COMMA) -> None:
+        self._quote = quote
+        self._quote_bytes = bytes([quote])
+        self._field_starts = (delimiter, _NEWLINE)
+        self._body, self._run = _patterns(quote, delimiter)
         self._inside = False  # the previous block ended inside a quoted field
         self._pending = False  # ... with a lone quote as its last byte: closing, or half of ""?
         self._prev = _NEWLINE  # the previous block's last byte (a record start before any)
@@ -68,19 +103,19 @@ class QuoteScanner:
         pos = 0
         if self._pending:
             self._pending = False
-            if block[0] == _QUOTE:  # the pending quote and this one are an escaped ""
+            if block[0] == self._quote:  # the pending quote and this one are an escaped ""
                 pos = 1
             else:  # the pending quote closed the field
                 self._inside = False
-                self._prev = _QUOTE
+                self._prev = self._quote
         if not self._inside:
-            if block[0] != _QUOTE:
+            if block[0] != self._quote:
                 return 0
-            if self._prev not in (_COMMA, _NEWLINE):
+            if self._prev not in self._field_starts:
                 return 1  # a literal quote in an unquoted field
             self._inside = True  # a quoted field opening at offset 0
             pos = 1
-        end = _BODY.match(block, pos).end()  # type: ignore[union-attr]  # always matches
+        end = self._body.match(block, pos).end()  # type: ignore[union-attr]  # always matches
         if end >= size - 1:
             self._pending = end == size - 1
             return None
@@ -99,7 +134,9 @@ class QuoteScanner:
             newline = find(b"\n", pos)
             if newline < 0:
                 return None
-            if find(b'"', pos, newline) < 0:  # the common case: no quote before the newline
+            if (
+                find(self._quote_bytes, pos, newline) < 0
+            ):  # the common case: no quote before the newline
                 return newline + 1
             # endpos at the newline is safe: a quote just before it cannot be half of a "".
             stop = self._run_end(block, pos, newline)
@@ -141,7 +178,8 @@ class QuoteScanner:
         stop = self._run_end(block, pos, target)
         if stop == target:
             # A field that looks closed just before the cut may go on: "" straddling the cut.
-            if block[target - 1] != _QUOTE or target >= len(block) or block[target] != _QUOTE:
+            quote = self._quote
+            if block[target - 1] != quote or target >= len(block) or block[target] != quote:
                 return target
             stop = self._run_end(block, pos, target - 1)
             if stop == target - 1:  # the quote before the cut is a literal one
@@ -155,21 +193,62 @@ class QuoteScanner:
         stop = self._run_end(block, pos, size)
         if stop < size:  # a field opened and did not close
             self._inside = True
-        elif block[-1] != _QUOTE or pos == size or self._run_end(block, pos, size - 1) == size - 1:
+        elif (
+            block[-1] != self._quote
+            or pos == size
+            or self._run_end(block, pos, size - 1) == size - 1
+        ):
             self._inside = False  # the last byte is no quote, or a literal one
             self._prev = block[-1]
         else:  # the last byte closes a field, unless the next block starts with a quote
             self._inside = self._pending = True
 
-    @staticmethod
-    def _run_end(block: bytes, pos: int, endpos: int) -> int:
-        return _RUN.match(block, pos, endpos).end()  # type: ignore[union-attr]  # matches ""
+    def _run_end(self, block: bytes, pos: int, endpos: int) -> int:
+        return self._run.match(block, pos, endpos).end()  # type: ignore[union-attr]  # matches ""
 
-    @staticmethod
-    def _close(block: bytes, opening: int) -> int | None:
+    def _close(self, block: bytes, opening: int) -> int | None:
         """Return the offset after the quoted field opening at ``opening``; None if still open."""
-        end = _BODY.match(block, opening + 1).end()  # type: ignore[union-attr]
+        end = self._body.match(block, opening + 1).end()  # type: ignore[union-attr]
         return end + 1 if end < len(block) - 1 else None
+
+
+class PlainScanner:
+    """The scanner of a file without quoting: every newline ends a record."""
+
+    def enter(self, block: bytes) -> int | None:
+        return 0
+
+    def next_record_end(self, block: bytes, pos: int) -> int | None:
+        newline = block.find(b"\n", pos)
+        return None if newline < 0 else newline + 1
+
+    def last_record_end(self, block: bytes, pos: int) -> int | None:
+        newline = block.rfind(b"\n", pos)
+        return None if newline < 0 else newline + 1
+
+    def outside_at(self, block: bytes, pos: int, target: int) -> int | None:
+        return max(pos, target)
+
+    def leave(self, block: bytes, pos: int) -> None:
+        pass
+
+
+class Scanner(Protocol):
+    """What the planner and the reader call (see the module's docstring)."""
+
+    def enter(self, block: bytes) -> int | None: ...
+    def next_record_end(self, block: bytes, pos: int) -> int | None: ...
+    def last_record_end(self, block: bytes, pos: int) -> int | None: ...
+    def outside_at(self, block: bytes, pos: int, target: int) -> int | None: ...
+    def leave(self, block: bytes, pos: int) -> None: ...
+
+
+def scanner_for(dialect: CsvDialect = DEFAULT_DIALECT) -> Scanner:
+    """A new scanner for a stream in ``dialect``, started at a record boundary."""
+    quote = dialect.quote_byte
+    if quote is None:
+        return PlainScanner()
+    return QuoteScanner(quote, dialect.delimiter_byte)
 
 
 def iter_blocks(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from parallel_batch.exceptions import CsvHeaderError
 from parallel_batch.sources.csv.convert import (
+    DEFAULT_NULLS,
     KINDS,
     ColumnKind,
     Value,
@@ -80,23 +81,27 @@ class CsvSchema:
                 f"CSV header {found} does not match the expected columns {list(self.names)}"
             )
 
-    def convert(self, fields: Sequence[str]) -> tuple[Value, ...]:
-        """Convert one record's fields (exactly one per column) to typed values.
+    def convert(
+        self, fields: Sequence[str], nulls: frozenset[str] = DEFAULT_NULLS
+    ) -> tuple[Value, ...]:
+        """Convert one record's fields (exactly one per column) to typed values; ``nulls`` are
+        the fields read as NULL.
 
         :raises ValueError: naming the first column whose field does not convert.
         """
         values: list[Value] = []
         for column, text in zip(self.columns, fields, strict=True):
             try:
-                values.append(convert_field(column.kind, column.required, text))
+                values.append(convert_field(column.kind, column.required, text, nulls))
             except ValueError as exc:
                 raise ValueError(f"{column.name}: {exc}") from exc
         return tuple(values)
 
     def convert_rows(
-        self, rows: Sequence[Sequence[str]]
+        self, rows: Sequence[Sequence[str]], nulls: frozenset[str] = DEFAULT_NULLS
     ) -> tuple[list[tuple[Value, ...]], dict[int, str]]:
-        """Convert many records' fields (each exactly one per column), column by column.
+        """Convert many records' fields (each exactly one per column), column by column;
+        ``nulls`` are the fields read as NULL.
 
         :returns: one tuple of values per row (meaningless where the row failed) and the
             failures by row index, each naming the first column at fault.
@@ -106,7 +111,7 @@ class CsvSchema:
         failures: dict[int, str] = {}
         converted: list[list[Value]] = []
         for column, texts in zip(self.columns, zip(*rows, strict=True), strict=True):
-            values, bad = convert_column(column.kind, column.required, texts)
+            values, bad = convert_column(column.kind, column.required, texts, nulls)
             converted.append(values)
             for i, reason in bad.items():
                 failures.setdefault(i, f"{column.name}: {reason}")

@@ -19,8 +19,10 @@ import os
 from collections.abc import Generator
 from typing import NamedTuple
 
+from parallel_batch.sources.csv.dialect import DEFAULT_DIALECT, CsvDialect
+from parallel_batch.sources.csv.files import StorageOptions, open_binary
 from parallel_batch.sources.csv.planner import FileChunk
-from parallel_batch.sources.csv.scan import READ_BLOCK_BYTES, QuoteScanner, iter_blocks
+from parallel_batch.sources.csv.scan import READ_BLOCK_BYTES, iter_blocks, scanner_for
 
 # The longest record kept in memory. Larger: admits records with huge fields; smaller: a runaway
 # record (an unclosed quote swallowing the rest of the file) costs less memory before it is cut.
@@ -55,18 +57,25 @@ class Record(NamedTuple):
 
 
 def iter_segments(
-    path: str | os.PathLike[str], chunk: FileChunk, *, block_bytes: int | None = None
+    path: str | os.PathLike[str],
+    chunk: FileChunk,
+    *,
+    block_bytes: int | None = None,
+    dialect: CsvDialect = DEFAULT_DIALECT,
+    storage_options: StorageOptions | None = None,
 ) -> Generator[Run | Record, None, None]:
     """Yield the records of ``chunk`` in order, as :class:`Run` and :class:`Record` segments.
 
-    :param path: the CSV file the chunk was planned on.
+    :param path: the CSV file the chunk was planned on (a local path or a URL).
     :param chunk: the byte range to read; it starts on a record boundary.
     :param block_bytes: bytes per read (default ``READ_BLOCK_BYTES``).
+    :param dialect: the file's dialect (its quote character sets the record boundaries).
+    :param storage_options: the filesystem's options for a URL.
     """
-    scanner = QuoteScanner()
+    scanner = scanner_for(dialect)
     line = chunk.first_line
     carry = _Carry()  # the bytes of a record that started in an earlier block
-    with open(path, "rb") as stream:
+    with open_binary(path, storage_options) as stream:
         blocks = iter_blocks(stream, chunk.start, chunk.end, block_bytes or READ_BLOCK_BYTES)
         for _, block in blocks:
             outside = scanner.enter(block)

@@ -2,7 +2,7 @@
 
 ::
 
-    CsvSource(path, schema, header)               stored with the job as JSON (with the file's
+    CsvSource(path, schema, header, dialect)      stored with the job as JSON (with the file's
         plan()        -> byte ranges on record     size and mtime: a file changed after planning
                          boundaries (planner)      is refused, never read at stale offsets)
         chunk_reader() -> CsvChunkReader
@@ -18,14 +18,15 @@ so a resumed attempt seeks there directly.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Any, NamedTuple
 
 from parallel_batch.core.source import ReadBatch, Row, Sizing
 from parallel_batch.exceptions import ConfigurationError
 from parallel_batch.sources.csv.convert import ColumnKind, convert_field
-from parallel_batch.sources.csv.files import FileIdentity
+from parallel_batch.sources.csv.dialect import DEFAULT_DIALECT, CsvDialect
+from parallel_batch.sources.csv.files import FileIdentity, StorageOptions, open_binary
 from parallel_batch.sources.csv.planner import FileChunk, plan_csv_chunks, plan_ranges
 from parallel_batch.sources.csv.reader import read_csv_chunk, read_csv_header
 from parallel_batch.sources.csv.records import RecordError
@@ -99,13 +100,19 @@ class CsvBatchRef(NamedTuple):
 class CsvSource:
     """A CSV file read as typed records.
 
-    :param path: the file, as every chunk task sees it.
+    :param path: the file, as every chunk task sees it: a local path or a URL (``s3://``...).
     :param schema: the CSV's columns in file order (header names), with their kinds.
     :param names: the name each column's values go by (the target column it loads into);
         default: its header name.
     :param header: whether the first record is a header.
     :param identity: the file's size and mtime when the job was planned (set by :meth:`plan`).
     :param record_bytes: bytes per record in the plan's sample (sizes the batches).
+    :param dialect: delimiter, quoting, encoding and NULL spellings.
+    :param storage_conn_id: the Airflow connection that holds the URL's credentials (a name,
+        stored with the job; the Airflow layer turns it into ``storage_options``).
+    :param storage_options: the filesystem's options for a URL (credentials, endpoint): held in
+        memory only, never stored with the job (the Airflow layer fills them from a connection
+        in every task that reads the file).
     """
 
     path: str
@@ -114,6 +121,9 @@ class CsvSource:
     header: bool = True
     identity: FileIdentity | None = None
     record_bytes: float = 100.0
+    dialect: CsvDialect = DEFAULT_DIALECT
+    storage_conn_id: str | None = None
+    storage_options: StorageOptions | None = field(default=None, compare=False, repr=False)
 
     kind = "csv"
 
@@ -144,6 +154,8 @@ class CsvSource:
             "header": self.header,
             "identity": None if self.identity is None else self.identity.to_dict(),
             "record_bytes": self.record_bytes,
+            "dialect": self.dialect.to_dict(),
+            "storage_conn_id": self.storage_conn_id,
         }
 
     @classmethod
@@ -156,16 +168,23 @@ class CsvSource:
             header=bool(data.get("header", True)),
             identity=None if identity is None else FileIdentity.from_dict(identity),
             record_bytes=float(data.get("record_bytes", 100.0)),
+            dialect=CsvDialect.from_dict(data.get("dialect")),
+            storage_conn_id=data.get("storage_conn_id"),
         )
+
+    def with_storage(self, storage_options: StorageOptions | None) -> CsvSource:
+        """This source reading its file with these filesystem options."""
+        return replace(self, storage_options=storage_options)
 
     def check_file(self) -> FileIdentity:
         """Check that the file is there and readable, with the expected header.
 
         :raises ConfigurationError: saying what is wrong (CsvHeaderError for the header).
         """
-        identity = FileIdentity.of(self.path)
+        identity = FileIdentity.of(self.path, self.storage_options)
         if self.header:
-            self.schema.check_header(read_csv_header(self.path))
+            header = read_csv_header(self.path, self.dialect, self.storage_options)
+            self.schema.check_header(header)
         return identity
 
     def plan(self, conninfo: str | None, sizing: Sizing) -> list[dict[str, Any]]:
@@ -177,6 +196,8 @@ class CsvSource:
             chunk_bytes=None if sizing.chunks is not None else sizing.chunk_size,
             max_chunks=sizing.max_chunks,
             has_header=self.header,
+            dialect=self.dialect,
+            storage_options=self.storage_options,
         )
         estimates, _ = self.estimate(planned)
         return [
@@ -188,11 +209,15 @@ class CsvSource:
         """This source with the file's identity and the bytes per record of a sample: what a job
         stores so its chunks read the file it planned on, in batches of the right size."""
         identity = self.check_file()
-        sample = plan_csv_chunks(self.path, chunks=1, has_header=self.header)
-        _, record_bytes = self.estimate(sample)
-        return CsvSource(
-            self.path, self.schema, self.names, self.header, identity, record_bytes or 100.0
+        sample = plan_csv_chunks(
+            self.path,
+            chunks=1,
+            has_header=self.header,
+            dialect=self.dialect,
+            storage_options=self.storage_options,
         )
+        _, record_bytes = self.estimate(sample)
+        return replace(self, identity=identity, record_bytes=record_bytes or 100.0)
 
     def estimate(self, chunks: list[FileChunk]) -> tuple[list[int], float | None]:
         """Estimate each chunk's records (its lines times the records per line of a sample from
@@ -201,7 +226,7 @@ class CsvSource:
             return [], None
         lines = [b.first_line - a.first_line for a, b in pairwise(chunks)]
         last = chunks[-1]
-        with open(self.path, "rb") as stream:
+        with open_binary(self.path, self.storage_options) as stream:
             newlines = 0
             ends_with_newline = True
             for _, block in iter_blocks(stream, last.start, last.end, _COUNT_BLOCK_BYTES):
@@ -209,12 +234,23 @@ class CsvSource:
                 ends_with_newline = block.endswith(b"\n")
         lines.append(newlines + (0 if ends_with_newline else 1))
         first = chunks[0]
+        options = self.storage_options
         sample_chunk, _ = plan_ranges(
-            self.path, first, step_bytes=max(int(SAMPLE_RECORDS * self.record_bytes), 1)
+            self.path,
+            first,
+            step_bytes=max(int(SAMPLE_RECORDS * self.record_bytes), 1),
+            dialect=self.dialect,
+            storage_options=options,
         )
-        sample = next(
-            iter(read_csv_chunk(self.path, sample_chunk[0], self.schema, batch_rows=1 << 30)), None
+        batches = read_csv_chunk(
+            self.path,
+            sample_chunk[0],
+            self.schema,
+            batch_rows=1 << 30,
+            dialect=self.dialect,
+            storage_options=options,
         )
+        sample = next(iter(batches), None)
         ratio, record_bytes = 1.0, None
         if sample is not None and len(sample) and sample.end_line >= first.first_line:
             ratio = len(sample) / (sample.end_line - first.first_line + 1)
@@ -245,13 +281,15 @@ class CsvSource:
 
     def chunk_reader(self, conninfo: str | None, entry: dict[str, Any]) -> CsvChunkReader:
         if self.identity is not None:
-            self.identity.check(self.path)
+            self.identity.check(self.path, self.storage_options)
         return CsvChunkReader(
             self.path,
             FileChunk.from_dict(entry),
             self.schema,
             self.names,
             self.record_bytes,
+            self.dialect,
+            self.storage_options,
         )
 
 
@@ -264,6 +302,8 @@ class CsvChunkReader:
     schema: CsvSchema
     names: tuple[str, ...]
     record_bytes: float
+    dialect: CsvDialect = DEFAULT_DIALECT
+    storage_options: StorageOptions | None = field(default=None, repr=False)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -284,7 +324,13 @@ class CsvChunkReader:
         return self._refs(start, step)
 
     def _refs(self, chunk: FileChunk, step: int) -> Iterator[CsvBatchRef]:
-        ranges, next_line = plan_ranges(self.path, chunk, step_bytes=step)
+        ranges, next_line = plan_ranges(
+            self.path,
+            chunk,
+            step_bytes=step,
+            dialect=self.dialect,
+            storage_options=self.storage_options,
+        )
         lines = [r.first_line for r in ranges[1:]] + [next_line]
         for part, after in zip(ranges, lines, strict=True):
             yield CsvBatchRef(part.start, part.end, part.first_line, after)
@@ -294,7 +340,15 @@ class CsvChunkReader:
         rows: list[tuple[Any, ...]] = []
         lines: list[int] = []
         errors: list[DeadLetter] = []
-        for batch in read_csv_chunk(self.path, chunk, self.schema, batch_rows=1 << 30):
+        batches = read_csv_chunk(
+            self.path,
+            chunk,
+            self.schema,
+            batch_rows=1 << 30,
+            dialect=self.dialect,
+            storage_options=self.storage_options,
+        )
+        for batch in batches:
             rows.extend(record.values for record in batch.records)
             lines.extend(record.line for record in batch.records)
             errors.extend(map(record_letter, batch.errors))

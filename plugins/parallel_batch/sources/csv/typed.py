@@ -27,7 +27,8 @@ import psycopg
 
 from parallel_batch.exceptions import ConfigurationError
 from parallel_batch.sources.csv.convert import ColumnKind
-from parallel_batch.sources.csv.files import FileIdentity
+from parallel_batch.sources.csv.dialect import DEFAULT_DIALECT, CsvDialect
+from parallel_batch.sources.csv.files import FileIdentity, StorageOptions
 from parallel_batch.sources.csv.reader import read_csv_header
 from parallel_batch.sources.csv.schema import CsvColumn, CsvSchema
 from parallel_batch.sources.csv.source import CsvSource
@@ -66,6 +67,9 @@ def typed_csv_source(
     columns: Mapping[str, str] | Sequence[str] | None = None,
     header: bool = True,
     key_column: str | None = None,
+    dialect: CsvDialect = DEFAULT_DIALECT,
+    storage_conn_id: str | None = None,
+    storage_options: StorageOptions | None = None,
 ) -> CsvSource:
     """The CSV source of ``path`` with its columns typed from ``target_table``.
 
@@ -73,12 +77,15 @@ def typed_csv_source(
         the target column of each CSV column, in file order.
     :param header: whether the file's first record names its columns.
     :param key_column: a column that must never be empty (the key whose duplicates are refused).
+    :param dialect: the file's delimiter, quoting, encoding and NULL spellings.
+    :param storage_conn_id: the Airflow connection behind ``storage_options`` (kept by name).
+    :param storage_options: the filesystem's options when ``path`` is a URL.
     :raises ConfigurationError: for a missing or unreadable file, a header without the mapped
         columns, a mapped column missing from the target, or a type CSV cannot load.
     """
-    FileIdentity.of(path)  # there and readable, or a ConfigurationError saying so
+    FileIdentity.of(path, storage_options)  # there and readable, or a ConfigurationError
     if header:
-        csv_names = [name.strip() for name in read_csv_header(path)]
+        csv_names = [name.strip() for name in read_csv_header(path, dialect, storage_options)]
         mapping = dict(columns) if isinstance(columns, Mapping) else {}
         if columns is not None and not isinstance(columns, Mapping):
             raise ConfigurationError(
@@ -138,4 +145,12 @@ def typed_csv_source(
         raise ConfigurationError(
             f"key_column {key_column!r} is not a column of {path} (columns: {', '.join(names)})"
         )
-    return CsvSource(path, CsvSchema(schema_columns), tuple(names), header)
+    return CsvSource(
+        path,
+        CsvSchema(schema_columns),
+        tuple(names),
+        header,
+        dialect=dialect,
+        storage_conn_id=storage_conn_id,
+        storage_options=storage_options,
+    )

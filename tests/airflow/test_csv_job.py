@@ -1,0 +1,136 @@
+"""ParallelCsvJob through real Airflow (dag.test()) on files that are not the demo's: a Latin-1,
+semicolon-separated file with its own NULL spelling on a real S3-compatible server, read with
+the credentials of an Airflow ``aws`` connection (ObjectStoragePath), in chunk tasks whose
+worker processes read their byte ranges."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.airflow.dagrun import run_dag
+from tests.conftest import require_service
+from tests.helpers.s3 import S3, s3_missing, s3_server
+
+RECORDS = 6_000
+BAD_LINE = 2 + 4_321  # the record of id 4321 (line 1 is the header)
+
+_DAG = """
+import datetime as dt
+
+from airflow.sdk import DAG
+
+from parallel_batch.airflow import ParallelCsvJob
+
+with DAG("{dag_id}", schedule=None, start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC)):
+    ParallelCsvJob(
+        group_id="sales",
+        path="{path}",
+        storage_conn_id="{storage_conn_id}",
+        target_table="t.sales",
+        delimiter=";",
+        encoding="latin-1",
+        null_values=["", "NULL"],
+        columns={{"article": "item"}},
+        key_column="id",
+        chunks=3,
+        batch_rows=500,
+        workers=2,
+        job_key="{dag_id}-job",
+        asset=False,
+    )
+"""
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3]:
+    missing = s3_missing()
+    if missing:
+        require_service(missing)
+    with s3_server() as server:
+        yield server
+
+
+def _file() -> bytes:
+    lines = ["id;article;amount"]
+    for i in range(RECORDS):
+        amount = "NULL" if i % 10 == 0 else "oops" if i == 4_321 else f"{i}.5"
+        lines.append(f'{i};"café; n° {i}";{amount}')
+    return ("\n".join(lines) + "\n").encode("latin-1")
+
+
+def _dag(folder: Path, dag_id: str, path: str, storage_conn_id: str) -> object:
+    from airflow.dag_processing.dagbag import DagBag
+
+    source = _DAG.format(dag_id=dag_id, path=path, storage_conn_id=storage_conn_id)
+    (folder / f"{dag_id}.py").write_text(textwrap.dedent(source))
+    dag = DagBag(str(folder)).get_dag(dag_id)
+    assert dag is not None
+    return dag
+
+
+def test_latin1_semicolon_file_on_s3_through_an_airflow_connection(
+    parallel_batch_conn: str,
+    pg_conn: psycopg.Connection,
+    tmp_dags_folder: Path,
+    s3: S3,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Test that the job loads every record once, typed, with NULLs and the bad one dead-lettered
+    at its line, from an s3:// URL read with the connection's credentials only."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)  # the connection is the only way in
+    monkeypatch.setenv("AIRFLOW_CONN_PB_S3", s3.connection_json)
+    pg_conn.execute("CREATE SCHEMA t")
+    pg_conn.execute("CREATE TABLE t.sales (id integer PRIMARY KEY, item text, amount numeric)")
+    path = s3.put("sales-latin1.csv", _file())
+
+    result = run_dag(_dag(tmp_dags_folder, "csv_s3", path, "pb_s3"), {})
+
+    assert result.state == "success", result.tis
+    assert result.states("sales.process") == ["success"] * 3
+    rows = pg_conn.execute("SELECT id, item, amount FROM t.sales ORDER BY id").fetchall()
+    expected = [
+        (i, f"café; n° {i}", None if i % 10 == 0 else Decimal(f"{i}.5"))
+        for i in range(RECORDS)
+        if i != 4_321
+    ]
+    assert rows == expected
+    letters = pg_conn.execute(
+        "SELECT line_number, error_type, message FROM parallel_batch.dead_letters"
+    ).fetchall()
+    assert letters == [(BAD_LINE, "CsvValueError", "amount: not a decimal number")]
+
+
+def test_an_undefined_storage_connection_fails_the_plan_naming_it(
+    parallel_batch_conn: str,
+    pg_conn: psycopg.Connection,
+    tmp_dags_folder: Path,
+    s3: S3,
+) -> None:
+    """Test that a storage_conn_id that is not defined fails the plan task with its name."""
+    pg_conn.execute("CREATE SCHEMA t")
+    pg_conn.execute("CREATE TABLE t.sales (id integer PRIMARY KEY, item text, amount numeric)")
+    path = s3.put("sales-nocreds.csv", _file())
+
+    result = run_dag(_dag(tmp_dags_folder, "csv_s3_noconn", path, "pb_no_such_conn"), {})
+
+    assert result.state == "failed"
+    assert result.states("sales.plan") == ["failed"]
+    assert pg_conn.execute("SELECT count(*) FROM t.sales").fetchone() == (0,)
+
+
+def test_storage_options_name_the_missing_connection() -> None:
+    """Test that the error of an undefined storage connection names it and says what to do."""
+    from parallel_batch.airflow.storage import storage_options
+    from parallel_batch.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"'pb_no_such_conn'.*define the connection"):
+        storage_options("s3://pb-data/x.csv", "pb_no_such_conn")
+    with pytest.raises(ConfigurationError, match="for a URL path"):
+        storage_options("/data/x.csv", "aws_default")
