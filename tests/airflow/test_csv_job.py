@@ -5,6 +5,7 @@ worker processes read their byte ranges."""
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from collections.abc import Iterator
 from decimal import Decimal
@@ -13,7 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.airflow.dagrun import run_dag
+from tests.airflow.csv_transforms import FAIL_ENV
+from tests.airflow.dagrun import DAGS_FOLDER, dead_letters, run_dag
 from tests.conftest import require_service
 from tests.helpers.s3 import S3, s3_missing, s3_server
 
@@ -134,3 +136,66 @@ def test_storage_options_name_the_missing_connection() -> None:
         storage_options("s3://pb-data/x.csv", "pb_no_such_conn")
     with pytest.raises(ConfigurationError, match="for a URL path"):
         storage_options("/data/x.csv", "aws_default")
+
+
+_REPLAY_DAG = """
+import datetime as dt
+
+from airflow.sdk import DAG
+
+from parallel_batch.airflow import ParallelCsvJob
+
+with DAG("csv_replay", schedule=None, start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC)):
+    ParallelCsvJob(
+        group_id="sales",
+        path="{path}",
+        target_table="t.sales",
+        delimiter="\\t",
+        quotechar=None,
+        key_column="id",
+        transform="tests.airflow.csv_transforms:check",
+        chunks=2,
+        batch_rows=100,
+        workers=1,
+        job_key="csv-replay-job",
+        asset=False,
+    )
+"""
+
+
+def test_csv_dead_letters_replay_after_the_transform_is_fixed(
+    parallel_batch_conn: str,
+    pg_conn: psycopg.Connection,
+    tmp_dags_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Test that records a CSV job's transform refused are dead letters at their lines, and that
+    parallel_batch_replay loads them once the transform accepts them."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    pg_conn.execute("CREATE SCHEMA t")
+    pg_conn.execute("CREATE TABLE t.sales (id integer PRIMARY KEY, item text, amount numeric)")
+    path = tmp_path / "sales.tsv"
+    path.write_text("id\titem\tamount\n" + "".join(f'{i}\t"{i}"\t{i}.5\n' for i in range(1, 1001)))
+    refused = [17, 500, 999]
+    monkeypatch.setenv(FAIL_ENV, ",".join(map(str, refused)))
+    (tmp_dags_folder / "csv_replay.py").write_text(_REPLAY_DAG.format(path=path))
+    shutil.copy(DAGS_FOLDER / "parallel_batch_replay.py", tmp_dags_folder)
+    bag = DagBag(str(tmp_dags_folder))
+
+    first = run_dag(bag.get_dag("csv_replay"), {})
+
+    assert first.state == "success", first.tis
+    letters = dead_letters(pg_conn, "csv-replay-job")
+    assert letters == {f"line:{i + 1}": "ValueError" for i in refused}
+    ids = [i for (i,) in pg_conn.execute("SELECT id FROM t.sales ORDER BY id")]
+    assert ids == [i for i in range(1, 1001) if i not in refused]
+
+    monkeypatch.delenv(FAIL_ENV)  # the fix
+    replay = run_dag(bag.get_dag("parallel_batch_replay"), {"job_key": "csv-replay-job"})
+
+    assert replay.state == "success", replay.tis
+    assert dead_letters(pg_conn, "csv-replay-job") == {}
+    rows = pg_conn.execute("SELECT id, item, amount FROM t.sales ORDER BY id").fetchall()
+    assert rows == [(i, f'"{i}"', Decimal(f"{i}.5")) for i in range(1, 1001)]

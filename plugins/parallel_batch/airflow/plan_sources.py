@@ -160,7 +160,11 @@ class PlanCsvJobOperator(PlanJobOperator):
     def csv_dialect(self) -> CsvDialect:
         """The dialect from the rendered options: a null quotechar means no quoting, another
         null option its default."""
-        options = {key: null(value) for key, value in self.dialect.items()}
+        # not null(): it strips, and a tab delimiter is whitespace
+        options = {
+            key: None if value is None or value in ("", "None") else value
+            for key, value in self.dialect.items()
+        }
         return CsvDialect.of(
             **{k: v for k, v in options.items() if v is not None or k == "quotechar"}
         )
