@@ -161,7 +161,7 @@ class PlanCsvJobOperator(PlanJobOperator):
         """The dialect from the rendered options: a null quotechar means no quoting, another
         null option its default."""
         # not null(): it strips, and a tab delimiter is whitespace
-        options = {
+        options: dict[str, Any] = {
             key: None if value is None or value in ("", "None") else value
             for key, value in self.dialect.items()
         }
