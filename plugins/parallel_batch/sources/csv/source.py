@@ -216,7 +216,8 @@ class CsvSource:
             dialect=self.dialect,
             storage_options=self.storage_options,
         )
-        _, record_bytes = self.estimate(sample)
+        # plan_csv_chunks(chunks=1) stops after the header: the sample is the only other read
+        _, record_bytes = self._sample(sample[0]) if sample else (1.0, None)
         return replace(self, identity=identity, record_bytes=record_bytes or 100.0)
 
     def estimate(self, chunks: list[FileChunk]) -> tuple[list[int], float | None]:
@@ -233,29 +234,34 @@ class CsvSource:
                 newlines += block.count(b"\n")
                 ends_with_newline = block.endswith(b"\n")
         lines.append(newlines + (0 if ends_with_newline else 1))
-        first = chunks[0]
+        ratio, record_bytes = self._sample(chunks[0])
+        return [max(1, round(n * ratio)) for n in lines], record_bytes
+
+    def _sample(self, first: FileChunk) -> tuple[float, float | None]:
+        """Records per line and bytes per record of about SAMPLE_RECORDS records at the start of
+        ``first``, reading only them (and one step more to find where they end)."""
         options = self.storage_options
-        sample_chunk, _ = plan_ranges(
-            self.path,
-            first,
-            step_bytes=max(int(SAMPLE_RECORDS * self.record_bytes), 1),
-            dialect=self.dialect,
-            storage_options=options,
+        step = max(int(SAMPLE_RECORDS * self.record_bytes), 1)
+        window = FileChunk(first.start, min(first.end, first.start + 2 * step), first.first_line)
+        ranges, _ = plan_ranges(
+            self.path, window, step_bytes=step, dialect=self.dialect, storage_options=options
         )
+        if len(ranges) < 2 and window.end < first.end:  # a record longer than the window
+            ranges, _ = plan_ranges(
+                self.path, first, step_bytes=step, dialect=self.dialect, storage_options=options
+            )
         batches = read_csv_chunk(
             self.path,
-            sample_chunk[0],
+            ranges[0],
             self.schema,
             batch_rows=1 << 30,
             dialect=self.dialect,
             storage_options=options,
         )
         sample = next(iter(batches), None)
-        ratio, record_bytes = 1.0, None
-        if sample is not None and len(sample) and sample.end_line >= first.first_line:
-            ratio = len(sample) / (sample.end_line - first.first_line + 1)
-            record_bytes = sample_chunk[0].size / len(sample)
-        return [max(1, round(n * ratio)) for n in lines], record_bytes
+        if sample is None or not len(sample) or sample.end_line < first.first_line:
+            return 1.0, None
+        return len(sample) / (sample.end_line - first.first_line + 1), ranges[0].size / len(sample)
 
     def replay_rows(
         self, conninfo: str | None, letters: Sequence[StoredDeadLetter], from_payload: bool
