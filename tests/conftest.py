@@ -16,6 +16,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tests.helpers.s3 import S3, s3_missing, s3_server
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
@@ -71,3 +73,13 @@ def pg_conn(pg_url: str) -> Iterator[psycopg.Connection]:
     """An autocommit connection to this test's database."""
     with psycopg.connect(pg_url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3]:
+    """A real S3-compatible server (moto's) on 127.0.0.1 with an empty bucket, for the session."""
+    missing = s3_missing()
+    if missing:
+        require_service(missing)
+    with s3_server() as server:
+        yield server

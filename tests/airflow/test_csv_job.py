@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import textwrap
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,8 +15,7 @@ import pytest
 
 from tests.airflow.csv_transforms import FAIL_ENV
 from tests.airflow.dagrun import DAGS_FOLDER, dead_letters, run_dag
-from tests.conftest import require_service
-from tests.helpers.s3 import S3, s3_missing, s3_server
+from tests.helpers.s3 import S3
 
 RECORDS = 6_000
 BAD_LINE = 2 + 4_321  # the record of id 4321 (line 1 is the header)
@@ -47,15 +45,6 @@ with DAG("{dag_id}", schedule=None, start_date=dt.datetime(2024, 1, 1, tzinfo=dt
         asset=False,
     )
 """
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3]:
-    missing = s3_missing()
-    if missing:
-        require_service(missing)
-    with s3_server() as server:
-        yield server
 
 
 def _file() -> bytes:

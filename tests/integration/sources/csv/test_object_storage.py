@@ -3,7 +3,6 @@ s3fs through the same planner and reader as a local file, by byte ranges."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -16,21 +15,11 @@ from parallel_batch.core.transforms import TransformSpec
 from parallel_batch.exceptions import ConfigurationError
 from parallel_batch.sources.csv.dialect import CsvDialect
 from parallel_batch.sources.csv.typed import typed_csv_source
-from tests.conftest import require_service
-from tests.helpers.s3 import S3, s3_missing, s3_server
+from tests.helpers.s3 import S3
 from tests.integration.sources.csv.csv_jobs import plan
 
 TABLE = "CREATE TABLE t.sales (id integer PRIMARY KEY, item text, amount numeric)"
 RECORDS = 40_000
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3]:
-    missing = s3_missing()
-    if missing:
-        require_service(missing)
-    with s3_server() as server:
-        yield server
 
 
 def _file(records: int = RECORDS) -> bytes:
