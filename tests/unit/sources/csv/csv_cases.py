@@ -7,8 +7,15 @@ import io
 
 from hypothesis import strategies as st
 
-# Characters that make CSV hard, plus a few ordinary and non-ASCII ones.
-FIELD_CHARS = st.sampled_from(["a", "b", " ", ",", '"', "\n", "\r\n", "é", "李", "\udcff"])
+# Characters that make CSV hard, plus a few ordinary and non-ASCII ones (``;`` and ``'``: the
+# delimiter and quote of the swapped dialect, see ``SWAP``).
+FIELD_CHARS = st.sampled_from(
+    ["a", "b", " ", ",", '"', ";", "'", "\n", "\r\n", "é", "李", "\udcff"]
+)
+# Swaps , with ; and " with ': a file in the default dialect becomes the same file in
+# CsvDialect(";", "'"), byte for byte the same structure (and back again).
+SWAP = bytes.maketrans(b",;\"'", b";,'\"")
+SWAP_TEXT = str.maketrans(",;\"'", ";,'\"")
 
 
 @st.composite

@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from parallel_batch.sources.csv import planner
+from parallel_batch.sources.csv.dialect import CsvDialect
 from parallel_batch.sources.csv.planner import FileChunk, plan_csv_chunks, plan_ranges
 from parallel_batch.sources.csv.scan import QuoteScanner
-from tests.unit.sources.csv.csv_cases import csv_bytes, oracle_records, oracle_rows
+from tests.unit.sources.csv.csv_cases import SWAP, csv_bytes, oracle_records, oracle_rows
 
 BOM = b"\xef\xbb\xbf"
 
@@ -73,6 +74,37 @@ def test_chunks_concatenate_to_the_whole_file(
     with mock.patch.object(planner, "PLAN_BLOCK_BYTES", block):
         plan = plan_csv_chunks(path, chunks=chunks, max_chunks=max_chunks, has_header=has_header)
     _check_plan(data, has_header, plan, max_chunks)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=csv_bytes(), chunks=st.integers(1, 20), block=st.integers(1, 9))
+def test_another_delimiter_and_quote_plan_the_same_chunks(
+    tmp_path_factory: pytest.TempPathFactory, case: tuple[bytes, bool], chunks: int, block: int
+) -> None:
+    """Test that a file written with ``;`` and ``'`` (the same file with those bytes swapped
+    for ``,`` and ``"``) plans exactly as the original does in the default dialect."""
+    data, has_header = case
+    folder = tmp_path_factory.mktemp("dialect")
+    original, swapped = _write(folder, data), _write(folder, data.translate(SWAP), "swapped.csv")
+    with mock.patch.object(planner, "PLAN_BLOCK_BYTES", block):
+        expected = plan_csv_chunks(original, chunks=chunks, has_header=has_header)
+        got = plan_csv_chunks(
+            swapped, chunks=chunks, has_header=has_header, dialect=CsvDialect(";", "'")
+        )
+    assert got == expected
+
+
+def test_without_quoting_every_newline_ends_a_record(tmp_path: Path) -> None:
+    """Test that with no quote character a quote never holds a newline inside a record."""
+    data = b'a\tb\n"x\t"y\n"\n' * 50
+    path = _write(tmp_path, data)
+    plan = plan_csv_chunks(path, chunks=7, has_header=False, dialect=CsvDialect("\t", None))
+    assert len(plan) == 7
+    for chunk in plan:  # each starts right after a newline, at that line
+        assert chunk.start == 0 or data[chunk.start - 1 : chunk.start] == b"\n"
+        assert chunk.first_line == 1 + data[: chunk.start].count(b"\n")
+    # the default dialect takes "\n" for a quoted newline and plans other boundaries
+    assert plan != plan_csv_chunks(path, chunks=7, has_header=False)
 
 
 def test_quoted_newlines_straddle_every_boundary(tmp_path: Path) -> None:

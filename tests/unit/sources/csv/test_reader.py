@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from parallel_batch.exceptions import CsvHeaderError
 from parallel_batch.sources.csv import planner, segments
+from parallel_batch.sources.csv.dialect import CsvDialect
 from parallel_batch.sources.csv.planner import FileChunk, plan_csv_chunks
 from parallel_batch.sources.csv.reader import read_csv_chunk, read_csv_header
 from parallel_batch.sources.csv.records import (
@@ -22,7 +23,7 @@ from parallel_batch.sources.csv.records import (
     parse_record,
 )
 from parallel_batch.sources.csv.schema import CUSTOMERS_SCHEMA, CsvColumn, CsvSchema
-from tests.unit.sources.csv.csv_cases import csv_bytes, oracle_records
+from tests.unit.sources.csv.csv_cases import SWAP, SWAP_TEXT, csv_bytes, oracle_records
 
 TEXT3 = CsvSchema([CsvColumn("a"), CsvColumn("b"), CsvColumn("c")])
 HEADER = b"id,name,email,amount,note,created_at\r\n"
@@ -84,6 +85,33 @@ def test_every_record_comes_out_once_at_its_line(
     ):
         got = _read_all(path, TEXT3, chunks=chunks, batch_rows=batch_rows, has_header=has_header)
     assert got == _expected(data, has_header, TEXT3)
+
+
+def _swapped_back(item: CsvRecord | RecordError) -> CsvRecord | RecordError:
+    if isinstance(item, RecordError):
+        return item._replace(raw=item.raw.translate(SWAP_TEXT))
+    return item._replace(values=tuple(v and v.translate(SWAP_TEXT) for v in item.values))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=csv_bytes(max_records=20), chunks=st.integers(1, 6), block=st.integers(1, 9))
+def test_another_delimiter_and_quote_read_the_same_records(
+    tmp_path_factory: pytest.TempPathFactory, case: tuple[bytes, bool], chunks: int, block: int
+) -> None:
+    """Test that the file with ``,``/``;`` and ``"``/``'`` swapped, read in CsvDialect(";", "'"),
+    gives the original's records and errors (fields and raw text swapped back)."""
+    data, has_header = case
+    path = _write(tmp_path_factory.mktemp("dialect"), data.translate(SWAP))
+    dialect = CsvDialect(";", "'")
+    got: list[CsvRecord | RecordError] = []
+    with (
+        mock.patch.object(planner, "PLAN_BLOCK_BYTES", block),
+        mock.patch.object(segments, "READ_BLOCK_BYTES", block),
+    ):
+        for chunk in plan_csv_chunks(path, chunks=chunks, has_header=has_header, dialect=dialect):
+            for batch in read_csv_chunk(path, chunk, TEXT3, batch_rows=3, dialect=dialect):
+                got.extend(sorted([*batch.records, *batch.errors], key=lambda item: item.line))
+    assert list(map(_swapped_back, got)) == _expected(data, has_header, TEXT3)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
