@@ -6,7 +6,6 @@ worker processes read their byte ranges."""
 from __future__ import annotations
 
 import shutil
-import textwrap
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from tests.helpers.s3 import S3
 RECORDS = 6_000
 BAD_LINE = 2 + 4_321  # the record of id 4321 (line 1 is the header)
 
+# A DAG file with one ParallelCsvJob into t.sales; the test's options are written with repr().
 _DAG = """
 import datetime as dt
 
@@ -27,24 +27,29 @@ from airflow.sdk import DAG
 
 from parallel_batch.airflow import ParallelCsvJob
 
-with DAG("{dag_id}", schedule=None, start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC)):
+with DAG({dag_id!r}, schedule=None, start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC)):
     ParallelCsvJob(
-        group_id="sales",
-        path="{path}",
-        storage_conn_id="{storage_conn_id}",
-        target_table="t.sales",
-        delimiter=";",
-        encoding="latin-1",
-        null_values=["", "NULL"],
-        columns={{"article": "item"}},
-        key_column="id",
-        chunks=3,
-        batch_rows=500,
-        workers=2,
-        job_key="{dag_id}-job",
-        asset=False,
+        group_id="sales", target_table="t.sales", job_key={job_key!r}, asset=False, {options}
     )
 """
+S3_OPTIONS = {
+    "delimiter": ";",
+    "encoding": "latin-1",
+    "null_values": ["", "NULL"],
+    "columns": {"article": "item"},
+    "key_column": "id",
+    "chunks": 3,
+    "batch_rows": 500,
+    "workers": 2,
+}
+
+
+@pytest.fixture
+def sales(pg_conn: psycopg.Connection) -> psycopg.Connection:
+    """The target table t.sales, empty."""
+    pg_conn.execute("CREATE SCHEMA t")
+    pg_conn.execute("CREATE TABLE t.sales (id integer PRIMARY KEY, item text, amount numeric)")
+    return pg_conn
 
 
 def _file() -> bytes:
@@ -55,11 +60,16 @@ def _file() -> bytes:
     return ("\n".join(lines) + "\n").encode("latin-1")
 
 
-def _dag(folder: Path, dag_id: str, path: str, storage_conn_id: str) -> object:
+def _write_dag(folder: Path, dag_id: str, **options: object) -> None:
+    rendered = ", ".join(f"{name}={value!r}" for name, value in options.items())
+    source = _DAG.format(dag_id=dag_id, job_key=f"{dag_id}-job", options=rendered)
+    (folder / f"{dag_id}.py").write_text(source)
+
+
+def _dag(folder: Path, dag_id: str, **options: object) -> object:
     from airflow.dag_processing.dagbag import DagBag
 
-    source = _DAG.format(dag_id=dag_id, path=path, storage_conn_id=storage_conn_id)
-    (folder / f"{dag_id}.py").write_text(textwrap.dedent(source))
+    _write_dag(folder, dag_id, **options)
     dag = DagBag(str(folder)).get_dag(dag_id)
     assert dag is not None
     return dag
@@ -67,7 +77,7 @@ def _dag(folder: Path, dag_id: str, path: str, storage_conn_id: str) -> object:
 
 def test_latin1_semicolon_file_on_s3_through_an_airflow_connection(
     parallel_batch_conn: str,
-    pg_conn: psycopg.Connection,
+    sales: psycopg.Connection,
     tmp_dags_folder: Path,
     s3: S3,
     monkeypatch: pytest.MonkeyPatch,
@@ -77,22 +87,21 @@ def test_latin1_semicolon_file_on_s3_through_an_airflow_connection(
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(name, raising=False)  # the connection is the only way in
     monkeypatch.setenv("AIRFLOW_CONN_PB_S3", s3.connection_json)
-    pg_conn.execute("CREATE SCHEMA t")
-    pg_conn.execute("CREATE TABLE t.sales (id integer PRIMARY KEY, item text, amount numeric)")
     path = s3.put("sales-latin1.csv", _file())
 
-    result = run_dag(_dag(tmp_dags_folder, "csv_s3", path, "pb_s3"), {})
+    dag = _dag(tmp_dags_folder, "csv_s3", path=path, storage_conn_id="pb_s3", **S3_OPTIONS)
+    result = run_dag(dag, {})
 
     assert result.state == "success", result.tis
     assert result.states("sales.process") == ["success"] * 3
-    rows = pg_conn.execute("SELECT id, item, amount FROM t.sales ORDER BY id").fetchall()
+    rows = sales.execute("SELECT id, item, amount FROM t.sales ORDER BY id").fetchall()
     expected = [
         (i, f"café; n° {i}", None if i % 10 == 0 else Decimal(f"{i}.5"))
         for i in range(RECORDS)
         if i != 4_321
     ]
     assert rows == expected
-    letters = pg_conn.execute(
+    letters = sales.execute(
         "SELECT line_number, error_type, message FROM parallel_batch.dead_letters"
     ).fetchall()
     assert letters == [(BAD_LINE, "CsvValueError", "amount: not a decimal number")]
@@ -100,20 +109,21 @@ def test_latin1_semicolon_file_on_s3_through_an_airflow_connection(
 
 def test_an_undefined_storage_connection_fails_the_plan_naming_it(
     parallel_batch_conn: str,
-    pg_conn: psycopg.Connection,
+    sales: psycopg.Connection,
     tmp_dags_folder: Path,
     s3: S3,
 ) -> None:
     """Test that a storage_conn_id that is not defined fails the plan task with its name."""
-    pg_conn.execute("CREATE SCHEMA t")
-    pg_conn.execute("CREATE TABLE t.sales (id integer PRIMARY KEY, item text, amount numeric)")
     path = s3.put("sales-nocreds.csv", _file())
 
-    result = run_dag(_dag(tmp_dags_folder, "csv_s3_noconn", path, "pb_no_such_conn"), {})
+    dag = _dag(
+        tmp_dags_folder, "csv_s3_noconn", path=path, storage_conn_id="pb_no_such_conn", **S3_OPTIONS
+    )
+    result = run_dag(dag, {})
 
     assert result.state == "failed"
     assert result.states("sales.plan") == ["failed"]
-    assert pg_conn.execute("SELECT count(*) FROM t.sales").fetchone() == (0,)
+    assert sales.execute("SELECT count(*) FROM t.sales").fetchone() == (0,)
 
 
 def test_storage_options_name_the_missing_connection() -> None:
@@ -127,34 +137,9 @@ def test_storage_options_name_the_missing_connection() -> None:
         storage_options("/data/x.csv", "aws_default")
 
 
-_REPLAY_DAG = """
-import datetime as dt
-
-from airflow.sdk import DAG
-
-from parallel_batch.airflow import ParallelCsvJob
-
-with DAG("csv_replay", schedule=None, start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC)):
-    ParallelCsvJob(
-        group_id="sales",
-        path="{path}",
-        target_table="t.sales",
-        delimiter="\\t",
-        quotechar=None,
-        key_column="id",
-        transform="tests.airflow.csv_transforms:check",
-        chunks=2,
-        batch_rows=100,
-        workers=1,
-        job_key="csv-replay-job",
-        asset=False,
-    )
-"""
-
-
 def test_csv_dead_letters_replay_after_the_transform_is_fixed(
     parallel_batch_conn: str,
-    pg_conn: psycopg.Connection,
+    sales: psycopg.Connection,
     tmp_dags_folder: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -163,28 +148,37 @@ def test_csv_dead_letters_replay_after_the_transform_is_fixed(
     parallel_batch_replay loads them once the transform accepts them."""
     from airflow.dag_processing.dagbag import DagBag
 
-    pg_conn.execute("CREATE SCHEMA t")
-    pg_conn.execute("CREATE TABLE t.sales (id integer PRIMARY KEY, item text, amount numeric)")
     path = tmp_path / "sales.tsv"
     path.write_text("id\titem\tamount\n" + "".join(f'{i}\t"{i}"\t{i}.5\n' for i in range(1, 1001)))
     refused = [17, 500, 999]
     monkeypatch.setenv(FAIL_ENV, ",".join(map(str, refused)))
-    (tmp_dags_folder / "csv_replay.py").write_text(_REPLAY_DAG.format(path=path))
+    _write_dag(
+        tmp_dags_folder,
+        "csv_replay",
+        path=str(path),
+        delimiter="\t",  # a real tab: whitespace, which must not read as an unset option
+        quotechar=None,
+        key_column="id",
+        transform="tests.airflow.csv_transforms:check",
+        chunks=2,
+        batch_rows=100,
+        workers=1,
+    )
     shutil.copy(DAGS_FOLDER / "parallel_batch_replay.py", tmp_dags_folder)
     bag = DagBag(str(tmp_dags_folder))
 
     first = run_dag(bag.get_dag("csv_replay"), {})
 
     assert first.state == "success", first.tis
-    letters = dead_letters(pg_conn, "csv-replay-job")
+    letters = dead_letters(sales, "csv_replay-job")
     assert letters == {f"line:{i + 1}": "ValueError" for i in refused}
-    ids = [i for (i,) in pg_conn.execute("SELECT id FROM t.sales ORDER BY id")]
+    ids = [i for (i,) in sales.execute("SELECT id FROM t.sales ORDER BY id")]
     assert ids == [i for i in range(1, 1001) if i not in refused]
 
     monkeypatch.delenv(FAIL_ENV)  # the fix
-    replay = run_dag(bag.get_dag("parallel_batch_replay"), {"job_key": "csv-replay-job"})
+    replay = run_dag(bag.get_dag("parallel_batch_replay"), {"job_key": "csv_replay-job"})
 
     assert replay.state == "success", replay.tis
-    assert dead_letters(pg_conn, "csv-replay-job") == {}
-    rows = pg_conn.execute("SELECT id, item, amount FROM t.sales ORDER BY id").fetchall()
+    assert dead_letters(sales, "csv_replay-job") == {}
+    rows = sales.execute("SELECT id, item, amount FROM t.sales ORDER BY id").fetchall()
     assert rows == [(i, f'"{i}"', Decimal(f"{i}.5")) for i in range(1, 1001)]

@@ -4,9 +4,9 @@ A path is a local file or a URL (``s3://``, ``gs://``, ``file://``...) that fssp
 ``open_binary`` returns a seekable binary stream either way, and the readers only ever seek to a
 byte range and read it, so a file on object storage is read by ranges (one ranged GET per read
 block, of exactly the bytes asked for: no read-ahead past a chunk's end), never downloaded whole
-to one worker. Credentials come from
-``storage_options`` (the Airflow layer fills them from a connection, in memory only) or from the
-filesystem's usual sources (AWS_* variables, instance profiles, GOOGLE_APPLICATION_CREDENTIALS).
+to one worker. Credentials come from ``storage_options`` (the Airflow layer fills them from a
+connection, in memory only) or from the filesystem's usual sources (AWS_* variables, instance
+profiles, GOOGLE_APPLICATION_CREDENTIALS).
 
 A file changed after planning is refused instead of being read at byte offsets that no longer
 fall on record boundaries: :class:`FileIdentity` is its size and modification time (and ETag on
@@ -70,7 +70,8 @@ def open_binary(
     if local is not None:
         return open(local, "rb")
     fs, inner = _filesystem(os.fspath(path), storage_options)
-    # No cache: the readers read blocks of 1-4 MiB within their range; each is one ranged GET.
+    # No cache: the readers read blocks within their range (256 KiB reading a chunk, 4 MiB
+    # planning), each one ranged GET of exactly its bytes.
     return cast(BinaryIO, fs.open(inner, "rb", cache_type="none"))
 
 

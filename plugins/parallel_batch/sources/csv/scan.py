@@ -54,25 +54,8 @@ def _patterns(quote: int, delimiter: int) -> tuple[re.Pattern[bytes], re.Pattern
     """
     q = re.escape(bytes([quote]))
     d = re.escape(bytes([delimiter]))
-    body = rb"[^" + q + rb"]*+(?:" + q + q + rb"[^" + q + rb"]*+)*+"
-    run = (
-        rb"(?:[^"
-        + q
-        + rb"]++|"
-        + q
-        + rb"(?<=["
-        + d
-        + rb"\n]"
-        + q
-        + rb")"
-        + body
-        + q
-        + rb"|(?<=[^"
-        + d
-        + rb"\n])"
-        + q
-        + rb")*+"
-    )
+    body = rb"[^%s]*+(?:%s%s[^%s]*+)*+" % (q, q, q, q)
+    run = rb"(?:[^%s]++|%s(?<=[%s\n]%s)%s%s|(?<=[^%s\n])%s)*+" % (q, q, d, q, body, q, d, q)
     return re.compile(body), re.compile(run)
 
 
@@ -134,9 +117,8 @@ class QuoteScanner:
             newline = find(b"\n", pos)
             if newline < 0:
                 return None
-            if (
-                find(self._quote_bytes, pos, newline) < 0
-            ):  # the common case: no quote before the newline
+            # the common case: no quote before the newline
+            if find(self._quote_bytes, pos, newline) < 0:
                 return newline + 1
             # endpos at the newline is safe: a quote just before it cannot be half of a "".
             stop = self._run_end(block, pos, newline)

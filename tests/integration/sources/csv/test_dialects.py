@@ -67,31 +67,38 @@ def test_semicolons_with_quoted_delimiters_and_newlines_across_chunks(
     assert letters_by_line(schema) == {42: ("CsvValueError", "amount: not a decimal number")}
 
 
-def test_tabs_without_quoting(pg_url: str, schema: psycopg.Connection, tmp_path: Path) -> None:
-    """Test that with no quote character a ``"`` is an ordinary character of a field."""
-    schema.execute(TABLE)
-    path = tmp_path / "sales.tsv"
-    path.write_text(
-        'id\titem\tamount\tday\n1\t"quoted" ok\t1\t2024-02-01\n2\tsay "hi\t2\t2024-02-02\n',
-        encoding="utf-8",
-    )
-    source = _source(schema, path, CsvDialect.of("\\t", quotechar=None))
-    summary = load_source(pg_url, source, "t.sales")
-    assert summary.rows_written == 2
-    assert [row[1] for row in _rows(schema)] == ['"quoted" ok', 'say "hi']
-
-
-def test_single_quotes(pg_url: str, schema: psycopg.Connection, tmp_path: Path) -> None:
-    """Test that ``'`` quotes fields (doubled inside one) and ``"`` is then plain text."""
+@pytest.mark.parametrize(
+    ("text", "dialect", "items"),
+    [
+        pytest.param(  # no quote character: a " is an ordinary character of a field
+            'id\titem\tamount\tday\n1\t"quoted" ok\t1\t2024-02-01\n2\tsay "hi\t2\t2024-02-02\n',
+            CsvDialect.of("\\t", quotechar=None),
+            ['"quoted" ok', 'say "hi'],
+            id="tabs-without-quoting",
+        ),
+        pytest.param(  # ' quotes fields (doubled inside one) and " is plain text
+            "id,item,amount,day\n1,'a, b',1,2024-03-01\n2,'it''s \"x\"',2,2024-03-02\n",
+            CsvDialect.of(",", quotechar="'"),
+            ["a, b", 'it\'s "x"'],
+            id="single-quotes",
+        ),
+    ],
+)
+def test_quote_characters(
+    pg_url: str,
+    schema: psycopg.Connection,
+    tmp_path: Path,
+    text: str,
+    dialect: CsvDialect,
+    items: list[str],
+) -> None:
+    """Test that the dialect's quote character (or none) decides what a field holds."""
     schema.execute(TABLE)
     path = tmp_path / "sales.csv"
-    path.write_text(
-        "id,item,amount,day\n1,'a, b',1,2024-03-01\n2,'it''s \"x\"',2,2024-03-02\n",
-        encoding="utf-8",
-    )
-    source = _source(schema, path, CsvDialect.of(",", quotechar="'"))
-    load_source(pg_url, source, "t.sales")
-    assert [row[1] for row in _rows(schema)] == ["a, b", 'it\'s "x"']
+    path.write_text(text, encoding="utf-8")
+    summary = load_source(pg_url, _source(schema, path, dialect), "t.sales")
+    assert summary.rows_written == 2
+    assert [row[1] for row in _rows(schema)] == items
 
 
 def test_no_header_maps_columns_in_file_order(
