@@ -28,7 +28,7 @@ def _rows(conn: psycopg.Connection) -> list[tuple[object, ...]]:
 
 
 def _source(
-    conn: psycopg.Connection, path: Path, dialect: CsvDialect, **kwargs: object
+    conn: psycopg.Connection, path: Path | str, dialect: CsvDialect, **kwargs: object
 ) -> CsvSource:
     return typed_csv_source(conn, str(path), "t.sales", dialect=dialect, **kwargs)  # type: ignore[arg-type]
 
@@ -182,3 +182,16 @@ def test_bad_dialects_are_refused(options: dict[str, str], message: str) -> None
     """Test that a dialect the byte scanner cannot read is refused before any work."""
     with pytest.raises(ConfigurationError, match=message):
         CsvDialect.of(**options)
+
+
+def test_a_file_url_reads_the_local_file(
+    pg_url: str, schema: psycopg.Connection, tmp_path: Path
+) -> None:
+    """Test that a ``file://`` URL loads like the plain path it names."""
+    schema.execute(TABLE)
+    path = tmp_path / "sales.csv"
+    path.write_text("id;item\n1;a\n2;b\n", encoding="utf-8")
+    source = _source(schema, path.as_uri(), CsvDialect.of(";"))
+    assert source.path.startswith("file:///")
+    load_source(pg_url, source, "t.sales")
+    assert [row[:2] for row in _rows(schema)] == [(1, "a"), (2, "b")]
