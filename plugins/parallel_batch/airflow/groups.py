@@ -21,6 +21,7 @@ from airflow.sdk import Asset, TaskGroup, XComArg
 
 from parallel_batch.airflow import DEFAULT_CONN_ID, POOL_NAME
 from parallel_batch.airflow.assets import target_asset
+from parallel_batch.airflow.plan import JOB_OPTIONS
 from parallel_batch.airflow.plan_sources import (
     DEFAULT_CHUNK_BYTES,
     PlanCsvJobOperator,
@@ -75,19 +76,7 @@ class JobOptions(TypedDict, total=False):
     prefix_group_id: bool
 
 
-_PLAN_OPTIONS = (
-    "transform",
-    "transform_kind",
-    "transform_kwargs",
-    "concurrency",
-    "retry",
-    "target_columns",
-    "write_mode",
-    "chunks",
-    "batch_rows",
-    "job_key",
-    "full_refresh",
-)
+_PLAN_OPTIONS = (*JOB_OPTIONS, "retry")
 _GROUP_OPTIONS = ("tooltip", "default_args", "prefix_group_id")
 
 

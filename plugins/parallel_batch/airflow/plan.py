@@ -47,6 +47,20 @@ from parallel_batch.sources.table.planner import DEFAULT_MAX_CHUNKS
 from parallel_batch.store.checkpoints import CheckpointStore
 from parallel_batch.store.schema import ensure_schema
 
+# The options every job's plan task takes besides its target, its source and ``retry`` (templated).
+JOB_OPTIONS = (
+    "transform",
+    "transform_kind",
+    "transform_kwargs",
+    "concurrency",
+    "target_columns",
+    "write_mode",
+    "chunks",
+    "batch_rows",
+    "job_key",
+    "full_refresh",
+)
+
 __all__ = ["PlanJobOperator"]
 
 
@@ -72,20 +86,7 @@ class PlanJobOperator(BaseOperator):
         table source unless ``source_conn_id`` is given (templated).
     """
 
-    template_fields: Sequence[str] = (
-        "target_table",
-        "transform",
-        "transform_kind",
-        "transform_kwargs",
-        "concurrency",
-        "target_columns",
-        "write_mode",
-        "chunks",
-        "batch_rows",
-        "job_key",
-        "full_refresh",
-        "conn_id",
-    )
+    template_fields: Sequence[str] = ("target_table", *JOB_OPTIONS, "conn_id")
     ui_color = "#e8f4fd"
 
     def __init__(

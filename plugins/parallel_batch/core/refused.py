@@ -105,12 +105,7 @@ def _rebuilt(
         batch_claims = batch_claims._replace(outputs=outputs_by_key)
     if filtered < 0:  # outputs of unknown sources (a dataframe that changed the index)
         fanout, filtered = fanout - filtered, 0
-    return diagnosis._replace(
-        data=data,
-        letters=letters,
-        filtered=filtered,
-        fanout=fanout,
-        claims=batch_claims,
-        rows=None,
-        owners=None,
+    # settled: without the rows and owners only a refused write's diagnosis needs
+    return PreparedBatch(
+        diagnosis.read, data, letters, filtered, fanout, diagnosis.position, batch_claims
     )

@@ -238,6 +238,17 @@ _COLUMNS = (
 )
 
 
+def _select(
+    conn: psycopg.Connection, clauses: str, params: tuple[Any, ...]
+) -> list[StoredDeadLetter]:
+    """Dead letters by ``clauses`` (a constant WHERE ... LIMIT %s); the limit is params[-1]."""
+    if params[-1] <= 0:
+        raise ValueError("limit must be greater than 0")
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(f"SELECT {_COLUMNS} FROM parallel_batch.dead_letters{clauses}", params)
+        return [_stored(row) for row in cur.fetchall()]
+
+
 def list_dead_letters(
     conn: psycopg.Connection,
     job_key: str,
@@ -254,16 +265,12 @@ def list_dead_letters(
     :param include_replayed: also those a replay already processed.
     :param chunk_id: only that chunk's.
     """
-    if limit <= 0:
-        raise ValueError("limit must be greater than 0")
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            f"SELECT {_COLUMNS} FROM parallel_batch.dead_letters"  # constant column list
-            " WHERE job_key = %s AND id > %s AND (%s OR replayed_at IS NULL)"
-            " AND (%s::text IS NULL OR chunk_id = %s) ORDER BY id LIMIT %s",
-            (job_key, after_id, include_replayed, chunk_id, chunk_id, limit),
-        )
-        return [_stored(row) for row in cur.fetchall()]
+    return _select(
+        conn,
+        " WHERE job_key = %s AND id > %s AND (%s OR replayed_at IS NULL)"
+        " AND (%s::text IS NULL OR chunk_id = %s) ORDER BY id LIMIT %s",
+        (job_key, after_id, include_replayed, chunk_id, chunk_id, limit),
+    )
 
 
 def fetch_for_replay(
@@ -274,16 +281,12 @@ def fetch_for_replay(
     Call it inside the replay's transaction: the rows are locked (``FOR UPDATE SKIP LOCKED``), so
     two replays running at once never take the same dead letter.
     """
-    if limit <= 0:
-        raise ValueError("limit must be greater than 0")
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            f"SELECT {_COLUMNS} FROM parallel_batch.dead_letters"  # constant column list
-            " WHERE job_key = %s AND id > %s AND replayed_at IS NULL"
-            " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-            (job_key, after_id, limit),
-        )
-        return [_stored(row) for row in cur.fetchall()]
+    return _select(
+        conn,
+        " WHERE job_key = %s AND id > %s AND replayed_at IS NULL"
+        " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+        (job_key, after_id, limit),
+    )
 
 
 def mark_replayed(conn: psycopg.Connection, job_key: str, item_keys: Sequence[str]) -> int:
