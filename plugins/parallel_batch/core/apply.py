@@ -108,8 +108,12 @@ class Applier:
                 )
             index = [columns.index(c) for c in target.columns]
             pick = operator.itemgetter(*index)
-            self._pick: Callable[[Row], Row] = (
-                pick if len(index) > 1 else (lambda row: (pick(row),))
+            self._pick: Callable[[Row], Row] | None = (
+                None  # the rows read are the rows written, as they are
+                if index == list(range(len(columns)))
+                else pick
+                if len(index) > 1
+                else (lambda row: (pick(row),))
             )
         attempts = {"rows": self._rows, "batch": self._batch, "dataframe": self._dataframe}
         self.attempt: Callable[[list[Row], Unit], Attempted[Unit, UnitOutput]] = (
@@ -173,7 +177,8 @@ class Applier:
         )
 
     def _identity(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
-        outputs = list(map(self._pick, rows[unit[0] : unit[1]]))
+        part = rows[unit[0] : unit[1]]
+        outputs = part if self._pick is None else list(map(self._pick, part))
         return Attempted(self._whole(outputs, unit, None))
 
     def _batch(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:

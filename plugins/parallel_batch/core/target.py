@@ -6,7 +6,9 @@ check and encode each output row before it leaves them::
 
     check_rows(rows)   a column at a time (C-level min/max/join/quantize); only a batch where some
                        column may fail is looked at row by row (check_row)
-        - an integer out of its column's range
+        - an integer out of its column's range (a bigint's in binary COPY, and a row's width,
+          are left to the encoder, which refuses them itself; explain() says it in the
+          check's words)
         - more decimals than a numeric(p,s) keeps (PostgreSQL would round them silently)
         - a NUL character in text (PostgreSQL text cannot hold one)
     CopyEncoder        the columns' exact types (binary COPY applies no casts)
@@ -162,13 +164,22 @@ class Target:
         )
 
     @cached_property
+    def screened_limits(self) -> tuple[tuple[int, str, ColumnLimit], ...]:
+        """The limits a batch is screened for before it is encoded: all but ``bigint`` in a
+        binary COPY, whose encoder refuses an integer out of its range itself (smaller integers
+        would wrap around: they are screened)."""
+        if not self.copy.binary:
+            return self.limits
+        return tuple(entry for entry in self.limits if entry[2].type_name != "bigint")
+
+    @cached_property
     def text_indexes(self) -> tuple[int, ...]:
         """Indexes of the written text columns (checked for NUL characters)."""
         return tuple(i for i, t in enumerate(self.types) if t.split("(")[0].strip() in _TEXT_TYPES)
 
     def check_rows(self, rows: Sequence[Row]) -> None:
-        """Raise :class:`TargetValueError` at the first row with a value its column would refuse
-        or change; cheap when every value fits (a column at a time)."""
+        """Raise :class:`TargetValueError` at the first row with a value its column would change
+        or the encoder would take; cheap when every value fits (a column at a time)."""
         if not rows or not self._suspect(rows):
             return
         for row in rows:
@@ -199,6 +210,10 @@ class Target:
         """The error of a row the COPY encoder refused, naming the column whose value it was."""
         from parallel_batch.store.copy_data import CopyEncoder, CopyFormat
 
+        try:
+            self.check_row(row)  # the check's own words where it has some (a bigint's range)
+        except TargetValueError as found:
+            return found
         if len(row) == len(self.columns):
             for index, value in enumerate(row):
                 encoder = CopyEncoder(CopyFormat((self.copy.type_oids[index],), self.copy.binary))
@@ -212,18 +227,24 @@ class Target:
         return TargetValueError(f"the output row cannot be written to {self.table}: {error}")
 
     def _suspect(self, rows: Sequence[Row]) -> bool:
+        """Whether some value of ``rows`` may not fit (a column at a time, at C speed: the
+        columns checked are picked out with itemgetter, never the whole batch transposed)."""
         width = len(self.columns)
-        if any(len(row) != width for row in rows):
-            return True
-        columns = list(zip(*rows, strict=True))
+        if len(rows[0]) != width or len(rows[-1]) != width:
+            return True  # the others: the encoder checks each row's width, explain() names it
         for index in self.text_indexes:
             try:
-                if _NUL in "".join(filter(None, columns[index])):
+                if _NUL in "".join(filter(None, map(operator.itemgetter(index), rows))):
                     return True
-            except TypeError:  # not all text: let the encoder say so
+            except (TypeError, IndexError):  # not all text, or a short row
                 return True
-        for index, _, limit in self.limits:
-            values = [value for value in columns[index] if value is not None]
+        for index, _, limit in self.screened_limits:
+            try:
+                values = list(map(operator.itemgetter(index), rows))
+                if None in values:
+                    values = [value for value in values if value is not None]
+            except (TypeError, IndexError):  # a short row; pandas.NA (cannot be compared)
+                return True
             if values and not _column_fits(values, limit):
                 return True
         return False
