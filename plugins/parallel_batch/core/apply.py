@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import operator
 from collections import Counter
 from collections.abc import Callable
@@ -207,20 +208,21 @@ class Applier:
     def _rows(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
         fn, columns = self.fn, self.columns
         assert fn is not None
-        results: list[tuple[int, Any]] = []
+        start, stop = unit
+        results: list[Any] = []  # the unit's rows' results in order; a row's exception inline
         append = results.append
-        for i in range(*unit):
+        while len(results) < stop - start:
             try:
-                append((i, fn(dict(zip(columns, rows[i], strict=False)))))
-            except Exception as exc:  # collected: that row alone fails
-                append((i, exc))
+                for row in itertools.islice(rows, start + len(results), stop):
+                    append(fn(dict(zip(columns, row, strict=False))))
+            except Exception as exc:  # collected: that row alone fails, the next ones go on
+                append(exc)
         return self._collect(unit, results)
 
     def _async(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
-        results = self._loop.run_until_complete(self._gather(rows, unit))
-        return self._collect(unit, zip(range(*unit), results, strict=True))
+        return self._collect(unit, self._loop.run_until_complete(self._gather(rows, unit)))
 
     async def _gather(self, rows: list[Row], unit: Unit) -> list[Any]:
         fn, columns, policy = self.fn, self.columns, self.spec.retry
@@ -234,15 +236,32 @@ class Applier:
 
         return await asyncio.gather(*(one(rows[i]) for i in range(*unit)))
 
-    def _collect(self, unit: Unit, results: Any) -> Attempted[Unit, UnitOutput]:
+    def _collect(self, unit: Unit, results: list[Any]) -> Attempted[Unit, UnitOutput]:
         """Check and encode the rows' outputs together (a column at a time, one encoding pass);
         when that fails, row by row, so that a row whose call raised or whose outputs do not fit
-        becomes an item error of its own."""
+        becomes an item error of its own. ``results``: each row's, in the unit's order."""
+        try:  # the common case: one dict of exactly the written columns per row, all fitting
+            if all(map(operator.eq, map(dict.keys, results), itertools.repeat(self._out_columns))):
+                outputs = list(map(self._pick_out, results))
+                self.target.check_rows(outputs)
+                data = self._encoder.encode(outputs).body
+                return Attempted(
+                    UnitOutput(
+                        data,
+                        len(outputs),
+                        filtered=0,
+                        fanout=0,
+                        rows=outputs if self.keep_rows else None,
+                        owners=list(range(*unit)) if self.keep_rows else None,
+                    )
+                )
+        except Exception:  # not all dicts, or some output does not fit: row by row below
+            pass
         errors: list[tuple[Unit, Exception]] = []
         done: list[tuple[int, list[Row]]] = []
         as_rows, fits, pick = self._as_rows, self._out_columns.issuperset, self._pick_out
         width, columns = len(self.target.columns), self.target.columns
-        for i, result in results:
+        for i, result in enumerate(results, unit[0]):
             if type(result) is dict and fits(result):  # the common case, inline
                 if len(result) == width:
                     done.append((i, [pick(result)]))

@@ -18,7 +18,7 @@ from parallel_batch.core.transforms import DEFAULT_RETRY, TransformKind, Transfo
 from parallel_batch.engine.isolation import split_range
 from parallel_batch.engine.policy import RetryPolicy
 from parallel_batch.exceptions import TransformOutputError
-from parallel_batch.store.copy_data import CopyData
+from parallel_batch.store.copy_data import CopyData, CopyEncoder
 from tests.unit.core._targets import target
 
 HERE = __name__
@@ -196,6 +196,29 @@ def test_that_row_kinds_filter_fan_out_and_fail_rows_alone(kind: TransformKind) 
         assert isinstance(error, FlakyError)
         assert applier.policy.max_attempts == DEFAULT_RETRY.max_attempts
         assert TargetValueError in applier.policy.give_up_on  # no retry gives another output
+
+
+def test_that_rows_are_called_once_each_and_a_raise_fails_its_row_alone() -> None:
+    """Test that a rows transform is called once per row of a unit that does not start at 0,
+    rows after a raising one go on, and a unit of whole dicts is encoded in one pass with one
+    output per row (counts None, as claims expect)."""
+    FAILURES.update({3: -1, 7: -1})
+    applier = Applier(_spec("double_row", "rows"), ("v",), OUT, keep_rows=True)
+    attempted = applier.attempt(_values(10), (2, 10))
+    assert CALLS == [[v] for v in range(2, 10)]
+    out = attempted.value
+    assert out.rows == [(v, 2 * v) for v in (2, 4, 5, 6, 8, 9)]
+    assert out.owners == [2, 4, 5, 6, 8, 9]
+    assert out.counts == dict.fromkeys((2, 4, 5, 6, 8, 9), 1)
+    assert [unit for unit, _ in attempted.item_errors] == [(3, 4), (7, 8)]
+    assert all(isinstance(error, FlakyError) for _, error in attempted.item_errors)
+
+    CALLS.clear()
+    whole = applier.attempt(_values(12), (10, 12)).value
+    assert CALLS == [[10], [11]]
+    assert (whole.rows, whole.owners, whole.counts) == ([(10, 20), (11, 22)], [10, 11], None)
+    assert (whole.written, whole.filtered, whole.fanout) == (2, 0, 0)
+    assert whole.data == CopyEncoder(OUT.copy).encode([(10, 20), (11, 22)]).body
 
 
 def test_that_a_row_output_with_an_unknown_column_fails_naming_it() -> None:

@@ -83,7 +83,7 @@ def test_that_a_bigint_out_of_range_is_left_to_the_encoder_and_explained(value: 
     except OverflowError as exc:
         explained = OUT.explain(row, exc)
     assert str(explained) == "id: out of the range of bigint"
-    with pytest.raises(TargetValueError, match="^id: out of the range of bigint$"):
+    with pytest.raises(TargetValueError, match=r"^id: out of the range of bigint$"):
         OUT.check_row(row)
 
 
