@@ -21,7 +21,7 @@ import dataclasses
 import itertools
 import operator
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from parallel_batch.core.target import Target, TargetValueError
@@ -145,11 +145,18 @@ class Applier:
     # ---- whole units ----------------------------------------------------------------------
 
     def _whole(
-        self, outputs: list[Row], unit: Unit, owners: list[int] | None, *, one_to_one: bool = True
+        self,
+        outputs: list[Row],
+        unit: Unit,
+        owners: Sequence[int] | None,
+        *,
+        one_to_one: bool = True,
     ) -> UnitOutput:
         """Check and encode a unit's outputs. ``owners``: each output's source row index, for a
         kind that may filter or fan out (None: one output per source row when ``one_to_one``,
-        else unknown)."""
+        else unknown; ``range(*unit)``: one output per source row)."""
+        if owners == range(*unit):
+            owners, one_to_one = None, True
         self.target.check_rows(outputs)
         try:
             data = self._encoder.encode(outputs)
@@ -174,7 +181,7 @@ class Applier:
             fanout=fanout,
             counts=counts,
             rows=outputs if self.keep_rows else None,
-            owners=owners if self.keep_rows else None,
+            owners=list(owners) if self.keep_rows and owners is not None else None,
         )
 
     def _identity(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:

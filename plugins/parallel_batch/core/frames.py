@@ -99,8 +99,9 @@ def _values(series: pd.Series, type_name: str) -> list[Any]:
 
 def frame_out(
     result: Any, unit: tuple[int, int], target: Target
-) -> tuple[list[Row], list[int] | None]:
-    """The transform's DataFrame as output rows in target column order, and their owners.
+) -> tuple[list[Row], Sequence[int] | None]:
+    """The transform's DataFrame as output rows in target column order, and their owners
+    (``range(*unit)``: one output per input row, in order).
 
     :raises TransformOutputError: for a result that is not a DataFrame, a column that is not
         written to the target, or a dtype its target column cannot take (naming the column).
@@ -129,10 +130,12 @@ def frame_out(
         for name in target.columns
     ]
     rows: list[Row] = list(zip(*columns, strict=True)) if n else []
-    owners: list[int] | None = None
     index = result.index
+    if isinstance(index, pd.RangeIndex) and index.equals(pd.RangeIndex(*unit)):
+        return rows, range(*unit)  # one output per input row, in order (assign, arithmetic...)
+    owners: list[int] | None = None
     if pd.api.types.is_integer_dtype(index.dtype) and (
         n == 0 or (index.min() >= unit[0] and index.max() < unit[1])
     ):
-        owners = [int(i) for i in index]
+        owners = index.tolist()
     return rows, owners

@@ -91,6 +91,16 @@ def frame(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([even.assign(w=0), even.assign(w=1)])
 
 
+def triple(df: pd.DataFrame) -> pd.DataFrame:
+    """dataframe: w = 3v, the input's index kept (one output per input row)."""
+    return df.assign(w=df["v"] * 3)
+
+
+def triple_reindexed(df: pd.DataFrame) -> pd.DataFrame:
+    """dataframe: :func:`triple` with a new 0-based index (whose rows are they? unknown)."""
+    return triple(df).reset_index(drop=True)
+
+
 def unknown_column(row: dict[str, Any]) -> dict[str, Any]:
     return {"v": row["v"], "zzz": 1}
 
@@ -205,7 +215,7 @@ def test_that_rows_are_called_once_each_and_a_raise_fails_its_row_alone() -> Non
     FAILURES.update({3: -1, 7: -1})
     applier = Applier(_spec("double_row", "rows"), ("v",), OUT, keep_rows=True)
     attempted = applier.attempt(_values(10), (2, 10))
-    assert CALLS == [[v] for v in range(2, 10)]
+    assert [[v] for v in range(2, 10)] == CALLS
     out = attempted.value
     assert out.rows == [(v, 2 * v) for v in (2, 4, 5, 6, 8, 9)]
     assert out.owners == [2, 4, 5, 6, 8, 9]
@@ -219,6 +229,19 @@ def test_that_rows_are_called_once_each_and_a_raise_fails_its_row_alone() -> Non
     assert (whole.rows, whole.owners, whole.counts) == ([(10, 20), (11, 22)], [10, 11], None)
     assert (whole.written, whole.filtered, whole.fanout) == (2, 0, 0)
     assert whole.data == CopyEncoder(OUT.copy).encode([(10, 20), (11, 22)]).body
+
+
+def test_that_a_dataframe_keeping_the_index_is_one_output_per_row() -> None:
+    """Test that a dataframe transform that keeps its input's index (assign) counts one output
+    per input row (counts None, as claims expect), and one that drops the index has outputs of
+    unknown rows (counts by net difference)."""
+    kept = Applier(_spec("triple", "dataframe"), ("v",), OUT, keep_rows=True)
+    out = kept.attempt(_values(12), (4, 12)).value
+    assert out.rows == [(v, 3 * v) for v in range(4, 12)]
+    assert (out.counts, out.owners, out.filtered, out.fanout) == (None, list(range(4, 12)), 0, 0)
+    lost = Applier(_spec("triple_reindexed", "dataframe"), ("v",), OUT, keep_rows=True)
+    out = lost.attempt(_values(12), (4, 12)).value
+    assert (out.counts, out.owners, out.written) == (None, None, 8)
 
 
 def test_that_a_row_output_with_an_unknown_column_fails_naming_it() -> None:
