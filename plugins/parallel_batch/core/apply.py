@@ -96,6 +96,7 @@ class Applier:
         self.fn = spec.load()
         self._encoder = CopyEncoder(target.copy)
         self._out_columns = frozenset(target.columns)
+        self._all_null: dict[str, Any] = dict.fromkeys(target.columns)  # columns left out: NULL
         getter = operator.itemgetter(*target.columns)
         self._pick_out: Callable[[dict[str, Any]], Row] = (
             getter if len(target.columns) > 1 else (lambda values: (getter(values),))
@@ -247,37 +248,19 @@ class Applier:
         """Check and encode the rows' outputs together (a column at a time, one encoding pass);
         when that fails, row by row, so that a row whose call raised or whose outputs do not fit
         becomes an item error of its own. ``results``: each row's, in the unit's order."""
-        try:  # the common case: one dict of exactly the written columns per row, all fitting
-            if all(map(operator.eq, map(dict.keys, results), itertools.repeat(self._out_columns))):
-                outputs = list(map(self._pick_out, results))
-                self.target.check_rows(outputs)
-                data = self._encoder.encode(outputs).body
-                return Attempted(
-                    UnitOutput(
-                        data,
-                        len(outputs),
-                        filtered=0,
-                        fanout=0,
-                        rows=outputs if self.keep_rows else None,
-                        owners=list(range(*unit)) if self.keep_rows else None,
-                    )
-                )
-        except Exception:  # not all dicts, or some output does not fit: row by row below
-            pass
+        indices: Sequence[int] = range(*unit)
         errors: list[tuple[Unit, Exception]] = []
+        if any(map(isinstance, results, itertools.repeat(Exception))):  # rows that raised
+            pairs = list(zip(indices, results, strict=True))
+            errors = [((i, i + 1), r) for i, r in pairs if isinstance(r, Exception)]
+            kept = [(i, r) for i, r in pairs if not isinstance(r, Exception)]
+            indices, results = [i for i, _ in kept], [r for _, r in kept]
+        whole = self._whole_dicts(indices, results)
+        if whole is not None:
+            return Attempted(whole, errors)
         done: list[tuple[int, list[Row]]] = []
-        as_rows, fits, pick = self._as_rows, self._out_columns.issuperset, self._pick_out
-        width, columns = len(self.target.columns), self.target.columns
-        for i, result in enumerate(results, unit[0]):
-            if type(result) is dict and fits(result):  # the common case, inline
-                if len(result) == width:
-                    done.append((i, [pick(result)]))
-                else:  # the columns it leaves out are NULL
-                    done.append((i, [tuple(map(result.get, columns))]))
-                continue
-            if isinstance(result, Exception):
-                errors.append(((i, i + 1), result))
-                continue
+        as_rows = self._as_rows
+        for i, result in zip(indices, results, strict=True):
             try:
                 done.append((i, as_rows(result)))
             except Exception as exc:
@@ -299,7 +282,33 @@ class Applier:
             rows=rows if self.keep_rows else None,
             owners=[i for i, outputs in done for _ in outputs] if self.keep_rows else None,
         )
-        return Attempted(output, errors)
+        return Attempted(output, sorted(errors, key=lambda error: error[0]))
+
+    def _whole_dicts(self, indices: Sequence[int], results: list[Any]) -> UnitOutput | None:
+        """The common case at C speed: every result one dict of written columns (the others
+        NULL), every value fitting; None otherwise (then row by row)."""
+        try:
+            if not all(map(self._out_columns.issuperset, map(dict.keys, results))):
+                return None
+            width = len(self._out_columns)
+            whole = all(map(width.__eq__, map(len, results)))
+            outputs = list(
+                map(self._pick_out, results if whole else map(self._all_null.__or__, results))
+            )
+            self.target.check_rows(outputs)
+            data = self._encoder.encode(outputs).body
+        except Exception:  # not all dicts, or some output does not fit
+            return None
+        return UnitOutput(
+            data,
+            len(outputs),
+            filtered=0,
+            fanout=0,
+            # one output per row; None (claims' "one each") only when no row of the unit failed
+            counts=None if isinstance(indices, range) else dict.fromkeys(indices, 1),
+            rows=outputs if self.keep_rows else None,
+            owners=list(indices) if self.keep_rows else None,
+        )
 
     def _encode_each(
         self, done: list[tuple[int, list[Row]]], errors: list[tuple[Unit, Exception]]
