@@ -251,10 +251,15 @@ class Applier:
         indices: Sequence[int] = range(*unit)
         errors: list[tuple[Unit, Exception]] = []
         if any(map(isinstance, results, itertools.repeat(Exception))):  # rows that raised
-            pairs = list(zip(indices, results, strict=True))
-            errors = [((i, i + 1), r) for i, r in pairs if isinstance(r, Exception)]
-            kept = [(i, r) for i, r in pairs if not isinstance(r, Exception)]
-            indices, results = [i for i, _ in kept], [r for _, r in kept]
+            kept_indices: list[int] = []
+            kept: list[Any] = []
+            for i, result in zip(indices, results, strict=True):
+                if isinstance(result, Exception):
+                    errors.append(((i, i + 1), result))
+                else:
+                    kept_indices.append(i)
+                    kept.append(result)
+            indices, results = kept_indices, kept
         whole = self._whole_dicts(indices, results)
         if whole is not None:
             return Attempted(whole, errors)
