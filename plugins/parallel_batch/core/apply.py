@@ -97,6 +97,7 @@ class Applier:
         self._encoder = CopyEncoder(target.copy)
         self._out_columns = frozenset(target.columns)
         self._all_null: dict[str, Any] = dict.fromkeys(target.columns)  # columns left out: NULL
+        self._every_column = itertools.repeat(self._out_columns)
         getter = operator.itemgetter(*target.columns)
         self._pick_out: Callable[[dict[str, Any]], Row] = (
             getter if len(target.columns) > 1 else (lambda values: (getter(values),))
@@ -218,13 +219,13 @@ class Applier:
         assert fn is not None
         start, stop = unit
         results: list[Any] = []  # the unit's rows' results in order; a row's exception inline
-        append = results.append
+        named = itertools.repeat(columns)
         while len(results) < stop - start:
-            try:
-                for row in itertools.islice(rows, start + len(results), stop):
-                    append(fn(dict(zip(columns, row, strict=False))))
+            try:  # extend keeps the results before a row that raises
+                part = itertools.islice(rows, start + len(results), stop)
+                results.extend(map(fn, map(dict, map(zip, named, part))))
             except Exception as exc:  # collected: that row alone fails, the next ones go on
-                append(exc)
+                results.append(exc)
         return self._collect(unit, results)
 
     def _async(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
@@ -293,10 +294,9 @@ class Applier:
         """The common case at C speed: every result one dict of written columns (the others
         NULL), every value fitting; None otherwise (then row by row)."""
         try:
-            if not all(map(self._out_columns.issuperset, map(dict.keys, results))):
+            whole = all(map(operator.eq, map(dict.keys, results), self._every_column))
+            if not whole and not all(map(self._out_columns.issuperset, map(dict.keys, results))):
                 return None
-            width = len(self._out_columns)
-            whole = all(map(width.__eq__, map(len, results)))
             outputs = list(
                 map(self._pick_out, results if whole else map(self._all_null.__or__, results))
             )
