@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 
@@ -69,6 +70,9 @@ def _run_dag(env: dict[str, str], dag_id: str, conf: dict[str, object]) -> float
     logs.mkdir(exist_ok=True)
     log_file = logs / f"{dag_id}.log"
     argv = [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-c", json.dumps(conf)]
+    dag_file = Path(env.get("AIRFLOW__CORE__DAGS_FOLDER", "dags")) / f"{dag_id}.py"
+    if dag_file.is_file():  # parse that file only, not every DAG of the folder
+        argv += ["--dagfile-path", str(dag_file)]
     print(f"--> airflow dags test {dag_id} -c '{json.dumps(conf)}'   (log: {log_file})", flush=True)
     started = time.perf_counter()
     with log_file.open("w") as out:
