@@ -22,15 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from parallel_batch.demo import events as demo
 from parallel_batch.demo.csv_file import write_customers_csv
+from parallel_batch.demo.tables import CUSTOMERS_TABLE, ENRICHED_TABLE
 from parallel_batch.exceptions import ConfigurationError
 from parallel_batch.local import env as localenv
 from parallel_batch.local.config import database_url
 from parallel_batch.local.paths import state_dir
 from parallel_batch.progress import terminal as status
 from parallel_batch.store.checkpoints import CheckpointStore
+from parallel_batch.store.identifiers import table_sql
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,15 @@ def _print_summary(results: list[DemoResult], wall: float) -> None:
     )
 
 
+def _empty_targets(conn: psycopg.Connection) -> None:
+    """Empty the demo's target tables, when they exist: each demo starts as the first one did
+    (a new job over a target still holding the last demo's rows would upsert every batch)."""
+    for table in (ENRICHED_TABLE, CUSTOMERS_TABLE):
+        found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+        if found is not None and found[0] is not None:
+            conn.execute(sql.SQL("TRUNCATE {}").format(table_sql(table)))
+
+
 def run_demo(
     *, events: int = DEMO_EVENTS, csv_records: int = DEMO_CSV_RECORDS, pool_slots: int | None = None
 ) -> list[DemoResult]:
@@ -143,6 +155,7 @@ def run_demo(
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
         demo.seed_events(conn, events, poison_every=DEMO_POISON_EVERY, crash_every=DEMO_CRASH_EVERY)
+        _empty_targets(conn)
     print(f"seeded demo.events with {events:,} rows in {time.perf_counter() - started:.1f} s")
     csv_path = state_dir() / "demo" / "customers.csv"
     csv_path.parent.mkdir(exist_ok=True)
