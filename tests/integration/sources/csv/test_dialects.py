@@ -33,6 +33,16 @@ def _source(
     return typed_csv_source(conn, str(path), "t.sales", dialect=dialect, **kwargs)  # type: ignore[arg-type]
 
 
+def _sales_file(
+    schema: psycopg.Connection, tmp_path: Path, text: str, name: str = "sales.csv"
+) -> Path:
+    """Create the t.sales target and write ``text`` (UTF-8) to a file; return its path."""
+    schema.execute(TABLE)
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def _load_in_chunks(url: str, source: CsvSource, chunks: int) -> int:
     """Plan the file into ``chunks`` chunks and run them all; return the chunks planned."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -93,9 +103,7 @@ def test_quote_characters(
     items: list[str],
 ) -> None:
     """Test that the dialect's quote character (or none) decides what a field holds."""
-    schema.execute(TABLE)
-    path = tmp_path / "sales.csv"
-    path.write_text(text, encoding="utf-8")
+    path = _sales_file(schema, tmp_path, text)
     summary = load_source(pg_url, _source(schema, path, dialect), "t.sales")
     assert summary.rows_written == 2
     assert [row[1] for row in _rows(schema)] == items
@@ -106,9 +114,7 @@ def test_no_header_maps_columns_in_file_order(
 ) -> None:
     """Test that a file without a header loads by the ``columns`` list, its first record
     included, and its lines count from 1."""
-    schema.execute(TABLE)
-    path = tmp_path / "sales.csv"
-    path.write_text("x;7;1\nbad;8;2\n", encoding="utf-8")
+    path = _sales_file(schema, tmp_path, "x;7;1\nbad;8;2\n")
     source = _source(
         schema, path, CsvDialect.of(";"), header=False, columns=["item", "id", "amount"]
     )
@@ -142,11 +148,8 @@ def test_latin1_and_an_undecodable_cp1252_byte(
 def test_null_values(pg_url: str, schema: psycopg.Connection, tmp_path: Path) -> None:
     """Test that the dialect's NULL spellings are NULL in every kind of column, and that an
     empty text field is then the empty string, not NULL."""
-    schema.execute(TABLE)
-    path = tmp_path / "nulls.csv"
-    path.write_text(
-        "id,item,amount,day\n1,NULL,\\N,NULL\n2,,5,\n3,null,NA,2024-01-01\n", encoding="utf-8"
-    )
+    text = "id,item,amount,day\n1,NULL,\\N,NULL\n2,,5,\n3,null,NA,2024-01-01\n"
+    path = _sales_file(schema, tmp_path, text, "nulls.csv")
     dialect = CsvDialect.of(null_values=["NULL", "\\N"])
     load_source(pg_url, _source(schema, path, dialect), "t.sales")
     assert _rows(schema)[:2] == [(1, None, None, None), (2, "", Decimal(5), None)]
@@ -158,9 +161,7 @@ def test_a_required_key_spelled_as_null_is_refused(
     pg_url: str, schema: psycopg.Connection, tmp_path: Path
 ) -> None:
     """Test that a NULL spelling in the key column dead-letters the record."""
-    schema.execute(TABLE)
-    path = tmp_path / "nulls.csv"
-    path.write_text("id,item\nNULL,a\n2,b\n", encoding="utf-8")
+    path = _sales_file(schema, tmp_path, "id,item\nNULL,a\n2,b\n", "nulls.csv")
     source = _source(schema, path, CsvDialect.of(null_values=["NULL"]), key_column="id")
     load_source(pg_url, source, "t.sales")
     assert [row[0] for row in _rows(schema)] == [2]
@@ -188,9 +189,7 @@ def test_a_file_url_reads_the_local_file(
     pg_url: str, schema: psycopg.Connection, tmp_path: Path
 ) -> None:
     """Test that a ``file://`` URL loads like the plain path it names."""
-    schema.execute(TABLE)
-    path = tmp_path / "sales.csv"
-    path.write_text("id;item\n1;a\n2;b\n", encoding="utf-8")
+    path = _sales_file(schema, tmp_path, "id;item\n1;a\n2;b\n")
     source = _source(schema, path.as_uri(), CsvDialect.of(";"))
     assert source.path.startswith("file:///")
     load_source(pg_url, source, "t.sales")
