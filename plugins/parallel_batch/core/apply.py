@@ -261,23 +261,23 @@ class Applier:
                     kept_indices.append(i)
                     kept.append(result)
             indices, results = kept_indices, kept
-        whole = self._whole_dicts(indices, results)
-        if whole is not None:
-            return Attempted(whole, errors)
-        done: list[tuple[int, list[Row]]] = []
-        as_rows = self._as_rows
-        for i, result in zip(indices, results, strict=True):
-            try:
-                done.append((i, as_rows(result)))
-            except Exception as exc:
-                errors.append(((i, i + 1), exc))
-        rows = [output for _, outputs in done for output in outputs]
-        try:
-            self.target.check_rows(rows)
-            data = self._encoder.encode(rows).body
-        except Exception:
+        dict_rows = self._dict_rows(results)
+        if dict_rows is not None:  # the common case: checked and encoded in one pass
+            data = self._encode_all(dict_rows)
+            if data is not None:
+                return Attempted(self._one_each(indices, dict_rows, data), errors)
+            done = [(i, [row]) for i, row in zip(indices, dict_rows, strict=True)]
+        else:
+            done = []
+            for i, result in zip(indices, results, strict=True):
+                try:
+                    done.append((i, self._as_rows(result)))
+                except Exception as exc:
+                    errors.append(((i, i + 1), exc))
+            data = self._encode_all([output for _, outputs in done for output in outputs])
+        if data is None:  # some output does not fit: row by row
             data, done = self._encode_each(done, errors)
-            rows = [output for _, outputs in done for output in outputs]
+        rows = [output for _, outputs in done for output in outputs]
         counts = {i: len(outputs) for i, outputs in done}
         output = UnitOutput(
             data,
@@ -290,26 +290,35 @@ class Applier:
         )
         return Attempted(output, sorted(errors, key=lambda error: error[0]))
 
-    def _whole_dicts(self, indices: Sequence[int], results: list[Any]) -> UnitOutput | None:
-        """The common case at C speed: every result one dict of written columns (the others
-        NULL), every value fitting; None otherwise (then row by row)."""
+    def _dict_rows(self, results: list[Any]) -> list[Row] | None:
+        """The outputs at C speed when every result is one dict of written columns (the others
+        NULL); None otherwise."""
         try:
             whole = all(map(operator.eq, map(dict.keys, results), self._every_column))
             if not whole and not all(map(self._out_columns.issuperset, map(dict.keys, results))):
                 return None
-            outputs = list(
+            return list(
                 map(self._pick_out, results if whole else map(self._all_null.__or__, results))
             )
-            self.target.check_rows(outputs)
-            data = self._encoder.encode(outputs).body
-        except Exception:  # not all dicts, or some output does not fit
+        except TypeError:  # not all dicts
             return None
+
+    def _encode_all(self, rows: list[Row]) -> bytes | None:
+        """The rows checked and encoded in one pass; None when some row does not fit."""
+        try:
+            self.target.check_rows(rows)
+            return self._encoder.encode(rows).body
+        except Exception:
+            return None
+
+    def _one_each(self, indices: Sequence[int], outputs: list[Row], data: bytes) -> UnitOutput:
+        """A unit's output of one row per row that did not raise."""
         return UnitOutput(
             data,
             len(outputs),
             filtered=0,
             fanout=0,
-            # one output per row; None (claims' "one each") only when no row of the unit failed
+            # None (claims' "one each") only when no row of the unit failed
             counts=None if isinstance(indices, range) else dict.fromkeys(indices, 1),
             rows=outputs if self.keep_rows else None,
             owners=list(indices) if self.keep_rows else None,

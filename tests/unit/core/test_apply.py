@@ -114,6 +114,12 @@ def too_big_on_7(rows: list[Row]) -> list[Row]:
     return [(v, 2**40 if v == 7 else v) for (v,) in rows]
 
 
+def too_big_on_7_row(row: dict[str, Any]) -> dict[str, Any]:
+    """rows: :func:`too_big_on_7` for one row; raises at a value in FAILURES."""
+    _fail(row["v"])
+    return {"v": row["v"], "w": 2**40 if row["v"] == 7 else row["v"]}
+
+
 def interrupt(rows: list[Row]) -> list[Row]:
     raise KeyboardInterrupt
 
@@ -355,6 +361,20 @@ def test_that_a_value_the_target_refuses_fails_its_row_alone() -> None:
     assert (letter.item_key, letter.error_type) == ("7", "TargetValueError")
     assert letter.message == "w: out of the range of integer"
     assert len(prepared.data) == 19
+
+
+def test_that_a_row_output_that_does_not_fit_fails_alone_beside_a_raising_row() -> None:
+    """Test that in a rows unit whose results are all dicts, one output out of its column's
+    range fails its row alone (the one-pass encoding falls back to row by row), beside a row
+    whose call raised."""
+    FAILURES[3] = -1
+    prepared = _prepare("too_big_on_7_row", "rows", 20)
+    letters = {letter.item_key: letter for letter in prepared.letters}
+    assert sorted(letters) == ["3", "7"]
+    assert (letters["3"].error_type, letters["7"].error_type) == ("FlakyError", "TargetValueError")
+    assert letters["7"].message == "w: out of the range of integer"
+    expected = [(v, v) for v in range(20) if v not in (3, 7)]
+    assert prepared.data.body == CopyEncoder(OUT.copy).encode(expected).body
 
 
 def test_that_filtered_and_fanned_out_rows_add_up() -> None:
