@@ -7,6 +7,7 @@ import hashlib
 import subprocess
 import sys
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -250,3 +251,41 @@ def test_that_concurrent_target_creation_never_collides(pg_url: str) -> None:
             "SELECT count(*) FROM pg_tables WHERE schemaname LIKE 'race%' AND tablename = 'enriched'"
         ).fetchone()
     assert count == (10,)
+
+
+def test_the_demo_starts_from_empty_targets(pg_conn: psycopg.Connection) -> None:
+    """Test that the demo empties its target tables where they exist (a second demo then runs
+    as the first did) and that missing ones are no error."""
+    from parallel_batch.demo.run import empty_targets
+    from parallel_batch.demo.tables import create_customers
+
+    pg_conn.execute("CREATE SCHEMA IF NOT EXISTS demo")
+    empty_targets(pg_conn)  # neither table exists yet
+    create_events_enriched(pg_conn)
+    pg_conn.execute(
+        "INSERT INTO demo.events_enriched VALUES (1, 1, 'x', 100, now()), (2, 2, 'y', 200, now())"
+    )
+    empty_targets(pg_conn)  # demo.customers does not exist yet
+    assert _one(pg_conn, "SELECT count(*) FROM demo.events_enriched") == (0,)
+    create_customers(pg_conn)
+    pg_conn.execute("INSERT INTO demo.customers (id, name) VALUES (1, 'a')")
+    pg_conn.execute("INSERT INTO demo.events_enriched VALUES (3, 3, 'z', 300, now())")
+    empty_targets(pg_conn)
+    assert _one(pg_conn, "SELECT count(*) FROM demo.events_enriched") == (0,)
+    assert _one(pg_conn, "SELECT count(*) FROM demo.customers") == (0,)
+
+
+@pytest.mark.parametrize("dag_id", ["parallel_batch_table", "parallel_batch_csv"])
+def test_the_demo_parses_only_its_dags_own_file(dag_id: str, tmp_path: Path) -> None:
+    """Test that each demo DAG run names its own file of the DAGs folder (a file that exists
+    and defines that DAG id), and that a DAG without a file of its name parses the folder."""
+    from parallel_batch.demo.run import dags_test_argv
+    from parallel_batch.local import env as localenv
+
+    env = localenv.airflow_environment("postgresql://localhost/unused", home=tmp_path)
+    argv = dags_test_argv(env, dag_id, {"chunks": 2})
+    assert argv[argv.index("test") + 1 :][:3] == [dag_id, "-c", '{"chunks": 2}']
+    dag_file = Path(argv[argv.index("--dagfile-path") + 1])
+    assert dag_file.parent == Path(env["AIRFLOW__CORE__DAGS_FOLDER"])
+    assert f'dag_id="{dag_id}"' in dag_file.read_text()
+    assert "--dagfile-path" not in dags_test_argv(env, "no_such_dag", {})

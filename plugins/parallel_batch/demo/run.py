@@ -67,15 +67,31 @@ class DemoResult:
         return self.rows_in / self.job_seconds if self.job_seconds > 0 else 0.0
 
 
+def dags_test_argv(env: dict[str, str], dag_id: str, conf: dict[str, object]) -> list[str]:
+    """``airflow dags test DAG -c CONF``, parsing only the DAG's own file ``<dag_id>.py`` of the
+    DAGs folder when it has one (not every DAG of the folder)."""
+    argv = [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-c", json.dumps(conf)]
+    dag_file = Path(env.get("AIRFLOW__CORE__DAGS_FOLDER", "dags")) / f"{dag_id}.py"
+    if dag_file.is_file():
+        argv += ["--dagfile-path", str(dag_file)]
+    return argv
+
+
+def empty_targets(conn: psycopg.Connection) -> None:
+    """Empty the demo's target tables, when they exist: each demo starts as the first one did
+    (a new job over a target still holding the last demo's rows would upsert every batch)."""
+    for table in (ENRICHED_TABLE, CUSTOMERS_TABLE):
+        found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+        if found is not None and found[0] is not None:
+            conn.execute(sql.SQL("TRUNCATE {}").format(table_sql(table)))
+
+
 def _run_dag(env: dict[str, str], dag_id: str, conf: dict[str, object]) -> float:
     """Run ``airflow dags test DAG -c CONF`` (output to a log file); return its wall time."""
     logs = state_dir() / "demo"
     logs.mkdir(exist_ok=True)
     log_file = logs / f"{dag_id}.log"
-    argv = [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-c", json.dumps(conf)]
-    dag_file = Path(env.get("AIRFLOW__CORE__DAGS_FOLDER", "dags")) / f"{dag_id}.py"
-    if dag_file.is_file():  # parse that file only, not every DAG of the folder
-        argv += ["--dagfile-path", str(dag_file)]
+    argv = dags_test_argv(env, dag_id, conf)
     print(f"--> airflow dags test {dag_id} -c '{json.dumps(conf)}'   (log: {log_file})", flush=True)
     started = time.perf_counter()
     with log_file.open("w") as out:
@@ -132,15 +148,6 @@ def _print_summary(results: list[DemoResult], wall: float) -> None:
     )
 
 
-def _empty_targets(conn: psycopg.Connection) -> None:
-    """Empty the demo's target tables, when they exist: each demo starts as the first one did
-    (a new job over a target still holding the last demo's rows would upsert every batch)."""
-    for table in (ENRICHED_TABLE, CUSTOMERS_TABLE):
-        found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
-        if found is not None and found[0] is not None:
-            conn.execute(sql.SQL("TRUNCATE {}").format(table_sql(table)))
-
-
 def run_demo(
     *, events: int = DEMO_EVENTS, csv_records: int = DEMO_CSV_RECORDS, pool_slots: int | None = None
 ) -> list[DemoResult]:
@@ -155,7 +162,7 @@ def run_demo(
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
         demo.seed_events(conn, events, poison_every=DEMO_POISON_EVERY, crash_every=DEMO_CRASH_EVERY)
-        _empty_targets(conn)
+        empty_targets(conn)
     print(f"seeded demo.events with {events:,} rows in {time.perf_counter() - started:.1f} s")
     csv_path = state_dir() / "demo" / "customers.csv"
     csv_path.parent.mkdir(exist_ok=True)
