@@ -97,7 +97,8 @@ class Applier:
         self._encoder = CopyEncoder(target.copy)
         self._out_columns = frozenset(target.columns)
         self._all_null: dict[str, Any] = dict.fromkeys(target.columns)  # columns left out: NULL
-        self._every_column = itertools.repeat(self._out_columns)
+        self._width = len(target.columns)
+        self._dict_type = itertools.repeat(dict)
         getter = operator.itemgetter(*target.columns)
         self._pick_out: Callable[[dict[str, Any]], Row] = (
             getter if len(target.columns) > 1 else (lambda values: (getter(values),))
@@ -293,13 +294,18 @@ class Applier:
     def _dict_rows(self, results: list[Any]) -> list[Row] | None:
         """The outputs at C speed when every result is one dict of written columns (the others
         NULL); None otherwise."""
+        try:  # the common case: dicts of every written column, no other (as many keys as columns)
+            picked = list(map(self._pick_out, results))
+            if all(map(self._width.__eq__, map(len, results))) and all(
+                map(isinstance, results, self._dict_type)
+            ):
+                return picked
+        except (KeyError, TypeError):  # a column left out; not all dicts
+            pass
         try:
-            whole = all(map(operator.eq, map(dict.keys, results), self._every_column))
-            if not whole and not all(map(self._out_columns.issuperset, map(dict.keys, results))):
+            if not all(map(self._out_columns.issuperset, map(dict.keys, results))):
                 return None
-            return list(
-                map(self._pick_out, results if whole else map(self._all_null.__or__, results))
-            )
+            return list(map(self._pick_out, map(self._all_null.__or__, results)))
         except TypeError:  # not all dicts
             return None
 

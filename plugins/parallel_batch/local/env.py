@@ -71,6 +71,8 @@ SQL_ALCHEMY_CONN_ENV = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
 TASKS_PER_CORE = 4
 # Seconds one `airflow` CLI call may take (a first `db migrate` takes ~10 s on 2 cores).
 AIRFLOW_CLI_TIMEOUT = 600
+# Seconds an idle scheduler sleeps between loops (Airflow's default: 1).
+SCHEDULER_IDLE_SLEEP = "0.2"
 _SECRETS_FILE = "secrets.json"
 
 
@@ -172,6 +174,9 @@ def airflow_environment(
         SQL_ALCHEMY_CONN_ENV: metadata_url(database_url, metadata_database),
         # New DAG files show up within 30 s instead of Airflow's 5 minutes (local development).
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        # An idle scheduler looks again after 0.2 s instead of 1 s: a task starts (and a run
+        # ends) sooner after the task before it. A 5M-row demo run has about 8 such steps.
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": SCHEDULER_IDLE_SLEEP,
         CONN_ENV: connection_json(database_url),
     }
 

@@ -164,10 +164,11 @@ def test_celery_backfill_runs_in_parallel_and_processes_each_day_once(
     )
     db.execute(sql.SQL("VACUUM ANALYZE {}").format(source))
     create_events_enriched(db, tables.target)  # before the runs' setup tasks race to create it
-    # 4 chunks a day of 300 batches (transactions) each, 2-3 s each: a run's chunks are still
-    # running when the next run's setup and plan tasks are done (100 batches, under 1 s each,
-    # let one run finish before the next planned on a busy machine).
-    conf = tables.conf(chunk_rows=3_000, batch_rows=10, workers=1)
+    # 4 chunks a day of 750 batches (transactions) each, about 3 s each: a run's chunks are still
+    # running when the next run's setup and plan tasks are done. Shorter chunks let one run finish
+    # before the next planned: 100 batches on a busy machine, and 300 batches (1.1-1.5 s each) in
+    # one CI run, where the second run's first chunk started 0.45 s after the first run's last.
+    conf = tables.conf(chunk_rows=3_000, batch_rows=4, workers=1)
     client.wait_for_dag(DAG_ID)
     client.unpause(DAG_ID)
 

@@ -105,6 +105,10 @@ def unknown_column(row: dict[str, Any]) -> dict[str, Any]:
     return {"v": row["v"], "zzz": 1}
 
 
+def extra_column(row: dict[str, Any]) -> dict[str, Any]:
+    return {"v": row["v"], "w": 1, "zzz": 1}
+
+
 def drop_all(rows: list[Row]) -> list[Row]:
     return []
 
@@ -250,9 +254,11 @@ def test_that_a_dataframe_keeping_the_index_is_one_output_per_row() -> None:
     assert (out.counts, out.owners, out.written) == (None, None, 8)
 
 
-def test_that_a_row_output_with_an_unknown_column_fails_naming_it() -> None:
-    """Test that a dict key that is not a written column fails its row with TargetValueError."""
-    attempted = Applier(_spec("unknown_column", "rows"), ("v",), OUT).attempt(_values(2), (0, 2))
+@pytest.mark.parametrize("fn", ["unknown_column", "extra_column"])
+def test_that_a_row_output_with_an_unknown_column_fails_naming_it(fn: str) -> None:
+    """Test that a dict key that is not a written column fails its row with TargetValueError,
+    in place of a written column or beside all of them."""
+    attempted = Applier(_spec(fn, "rows"), ("v",), OUT).attempt(_values(2), (0, 2))
     assert [str(e) for _, e in attempted.item_errors] == [
         "'zzz' is not a column written to demo.out (columns: v, w)"
     ] * 2

@@ -37,6 +37,38 @@ def test_that_a_unit_becomes_a_frame_indexed_by_batch_position() -> None:
     assert df["name"].tolist() == ["r4", "r5", "r6"]
 
 
+@pytest.mark.parametrize(
+    "column",
+    [
+        pytest.param([1, 2, 3, 4], id="int"),
+        pytest.param([1, None, 3, 4], id="int-with-null"),
+        pytest.param([1, 2**70, 3, 4], id="beyond-int64"),
+        pytest.param([1, True, 3, 4], id="int-then-bool"),
+        pytest.param([1, 2.5, 3, 4], id="int-then-float"),
+        pytest.param([0.5, None, 1.5, float("nan")], id="float-with-null"),
+        pytest.param([True, False, None, True], id="bool-with-null"),
+        pytest.param(["a", None, "c", "d"], id="text-with-null"),
+        pytest.param([Decimal("1.10"), None, Decimal(2), Decimal(3)], id="numeric"),
+        pytest.param([T0, None, T0, T0], id="timestamptz-with-null"),
+        pytest.param([None, None, None, None], id="all-null"),
+    ],
+)
+def test_that_frame_in_makes_the_frame_from_records_makes(column: list[Any]) -> None:
+    """Test that frame_in's columns have the dtypes and values DataFrame.from_records gives the
+    same rows, for a unit that does not start the batch."""
+    rows = [(i, value) for i, value in enumerate([0, 0, *column])]
+    expected = pd.DataFrame.from_records(rows[2:6], columns=["id", "v"], index=pd.RangeIndex(2, 6))
+    got = frame_in(rows, (2, 6), ["id", "v"])
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_that_an_empty_unit_becomes_an_empty_frame_with_the_columns() -> None:
+    """Test that a unit of no rows is a frame of the source columns and no rows."""
+    df = frame_in([(1, "a")], (1, 1), ["id", "name"])
+    assert list(df.columns) == ["id", "name"]
+    assert len(df) == 0
+
+
 def test_that_outputs_come_in_target_order_with_nulls_and_python_values() -> None:
     """Test that frame_out orders the columns as the target, fills the missing ones with NULL,
     turns NaN/NaT/None into NULL, floats into exact Decimals for numeric, and times into
