@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 import sys
 import textwrap
@@ -274,8 +276,12 @@ def test_that_announced_rows_written_are_checked(
     assert count(pg_conn, "SELECT count(*) FROM target") == 3
 
 
-def test_that_two_workers_racing_for_a_chunk_get_one_lease(pg_url: str) -> None:
-    """Test that of two workers taking one chunk at once, one wins and the other gets busy."""
+def test_that_two_workers_racing_for_a_chunk_get_one_lease(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Test that of two workers taking one chunk at once, one wins and the other gets busy,
+    having said whom it waits for and how fresh its heartbeat is."""
+    caplog.set_level(logging.WARNING, logger="parallel_batch.store.leases")
     with CheckpointStore.connect(pg_url) as setup:
         setup.ensure_job("job", kind="table", plan=PLAN)
     start = threading.Barrier(2)
@@ -300,6 +306,10 @@ def test_that_two_workers_racing_for_a_chunk_get_one_lease(pg_url: str) -> None:
     assert len(leases) == 1
     assert len(busy) == 1
     assert f"held by a live attempt ({leases[0].holder}" in str(busy[0])
+    waits = [r.getMessage() for r in caplog.records if "held by a live attempt" in r.getMessage()]
+    assert waits
+    for message in waits:
+        assert re.search(r"(last heartbeat \d+ s ago|no heartbeat yet); waiting up to", message)
 
 
 def test_that_a_waiting_duplicate_skips_the_chunk_its_holder_completed(pg_url: str) -> None:

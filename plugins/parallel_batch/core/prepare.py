@@ -18,6 +18,7 @@ This module is imported by every worker: no pool, no Airflow.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -148,7 +149,8 @@ def prepare(
     reader = work.reader
     batch = reader.read(ref)
     letters = list(batch.errors)
-    order = list(range(len(batch.rows)))  # batch row index of each row transformed
+    # the batch row index of each row transformed
+    order: Sequence[int] = range(len(batch.rows))
     claims = None
     if work.dedup_key is not None:
         claims, order, duplicates = _deduplicate(work, batch, claimed or {})
@@ -213,7 +215,7 @@ def _deduplicate(
 
 def _claim_outputs(
     batch: ReadBatch,
-    order: list[int],
+    order: Sequence[int],
     parts: list[tuple[tuple[int, int], UnitOutput]],
     failed: list[ItemGivenUp[Any]],
     work: BatchWork,
@@ -238,7 +240,7 @@ def _kept(
     parts: list[tuple[tuple[int, int], UnitOutput]],
     work: BatchWork,
     batch: ReadBatch,
-    order: list[int],
+    order: Sequence[int],
     ref: BatchRef,
 ) -> tuple[list[Row], list[DeadLetter]]:
     """The output rows, and for each the dead letter it would make (error still blank): its

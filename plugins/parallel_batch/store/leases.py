@@ -193,14 +193,16 @@ def wait_for_chunk_lock(
             waited_for = (holder, session.pid)
             log.warning(
                 "Chunk %s of job %s is held by a live attempt: %s (backend pid %s, %s, %s), "
-                "last heartbeat %s ago; waiting up to %.0f s for it",
+                "%s; waiting up to %.0f s for it",
                 chunk_id,
                 job_key,
                 holder or "unknown holder",
                 session.pid,
                 session.application_name or "no application_name",
                 session.client,
-                "never" if heartbeat_age is None else f"{heartbeat_age:.0f} s",
+                "no heartbeat yet"
+                if heartbeat_age is None
+                else f"last heartbeat {heartbeat_age:.0f} s ago",
                 max(deadline - time.monotonic(), 0.0),
             )
         if stale_after is not None and heartbeat_age is not None and heartbeat_age > stale_after:
