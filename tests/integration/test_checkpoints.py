@@ -312,6 +312,21 @@ def test_that_two_workers_racing_for_a_chunk_get_one_lease(
         assert re.search(r"(last heartbeat \d+ s ago|no heartbeat yet); waiting up to", message)
 
 
+def test_that_a_caller_that_does_not_wait_gets_busy_without_a_warning(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Test that wait_timeout=0 on a held chunk raises ChunkBusyError naming the holder, and
+    logs no warning (the caller asked not to wait: it takes another chunk)."""
+    caplog.set_level(logging.DEBUG, logger="parallel_batch.store.leases")
+    with CheckpointStore.connect(pg_url) as holder, CheckpointStore.connect(pg_url) as other:
+        holder.ensure_job("job", kind="table", plan=PLAN)
+        holder.acquire("job", CHUNK, holder="first")
+        with pytest.raises(ChunkBusyError, match=r"held by a live attempt \(first"):
+            other.acquire("job", CHUNK, holder="second", wait_timeout=0)
+    held = [r for r in caplog.records if "held by a live attempt" in r.getMessage()]
+    assert [r.levelno for r in held] == [logging.DEBUG]
+
+
 def test_that_a_waiting_duplicate_skips_the_chunk_its_holder_completed(pg_url: str) -> None:
     """Test that a duplicate waits for the live holder, then finds the chunk completed."""
     holder = CheckpointStore.connect(pg_url)

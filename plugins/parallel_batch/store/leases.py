@@ -191,7 +191,9 @@ def wait_for_chunk_lock(
             continue
         if waited_for != (holder, session.pid):
             waited_for = (holder, session.pid)
-            log.warning(
+            # wait_timeout=0 asks not to wait (the caller takes another chunk): not a warning
+            log.log(
+                logging.WARNING if wait_timeout > 0 else logging.DEBUG,
                 "Chunk %s of job %s is held by a live attempt: %s (backend pid %s, %s, %s), "
                 "%s; waiting up to %.0f s for it",
                 chunk_id,
