@@ -164,6 +164,20 @@ def test_prepare_airflow_checks_arguments(tmp_path: Path) -> None:
         localenv.prepare_airflow({"AIRFLOW_HOME": str(tmp_path)})
 
 
+def test_airflow_reads_the_local_scheduler_and_dag_processor_settings(tmp_path: Path) -> None:
+    """Test that Airflow itself reads the two settings the local environment changes from its
+    defaults (an unknown option name in an AIRFLOW__ variable would be ignored without a word)."""
+    env = localenv.airflow_environment(SOCKET_URL, home=tmp_path)
+    found = localenv.run_airflow_cli(
+        env, ["config", "get-value", "scheduler", "scheduler_idle_sleep_time"]
+    )
+    assert float(found.strip()) == float(localenv.SCHEDULER_IDLE_SLEEP) < 1.0
+    found = localenv.run_airflow_cli(
+        env, ["config", "get-value", "dag_processor", "refresh_interval"]
+    )
+    assert found.strip() == "30"
+
+
 def test_run_airflow_cli_reports_a_failure(tmp_path: Path) -> None:
     """Test that a failing airflow command raises with its exit code and output."""
     env = localenv.airflow_environment(SOCKET_URL, home=tmp_path)
