@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from parallel_batch.core.dict_outputs import DictOutputs
 from parallel_batch.core.target import Target, TargetValueError
 from parallel_batch.core.transforms import TransformSpec
 from parallel_batch.engine.isolation import Attempted
@@ -95,14 +96,9 @@ class Applier:
         self.keep_rows = keep_rows
         self.fn = spec.load()
         self._encoder = CopyEncoder(target.copy)
-        self._out_columns = frozenset(target.columns)
-        self._all_null: dict[str, Any] = dict.fromkeys(target.columns)  # columns left out: NULL
-        self._width = len(target.columns)
-        self._dict_type = itertools.repeat(dict)
-        getter = operator.itemgetter(*target.columns)
-        self._pick_out: Callable[[dict[str, Any]], Row] = (
-            getter if len(target.columns) > 1 else (lambda values: (getter(values),))
-        )
+        self._outputs = DictOutputs(target.columns)
+        self._out_columns = self._outputs.columns
+        self._pick_out = self._outputs.pick_one
         self._loop: asyncio.AbstractEventLoop | None = None
         if self.fn is None:
             missing = [c for c in target.columns if c not in columns]
@@ -262,7 +258,7 @@ class Applier:
                     kept_indices.append(i)
                     kept.append(result)
             indices, results = kept_indices, kept
-        dict_rows = self._dict_rows(results)
+        dict_rows = self._outputs.rows(results)
         if dict_rows is not None:  # the common case: checked and encoded in one pass
             data = self._encode_all(dict_rows)
             if data is not None:
@@ -290,24 +286,6 @@ class Applier:
             owners=[i for i, outputs in done for _ in outputs] if self.keep_rows else None,
         )
         return Attempted(output, sorted(errors, key=lambda error: error[0]))
-
-    def _dict_rows(self, results: list[Any]) -> list[Row] | None:
-        """The outputs at C speed when every result is one dict of written columns (the others
-        NULL); None otherwise."""
-        try:  # the common case: dicts of every written column, no other (as many keys as columns)
-            picked = list(map(self._pick_out, results))
-            if all(map(self._width.__eq__, map(len, results))) and all(
-                map(isinstance, results, self._dict_type)
-            ):
-                return picked
-        except (KeyError, TypeError):  # a column left out; not all dicts
-            pass
-        try:
-            if not all(map(self._out_columns.issuperset, map(dict.keys, results))):
-                return None
-            return list(map(self._pick_out, map(self._all_null.__or__, results)))
-        except TypeError:  # not all dicts
-            return None
 
     def _encode_all(self, rows: list[Row]) -> bytes | None:
         """The rows checked and encoded in one pass; None when some row does not fit."""

@@ -122,6 +122,8 @@ def plan_claims(keys: Sequence[str], lines: Sequence[int], existing: dict[str, C
     """
     if len(keys) != len(lines):
         raise ValueError("keys and lines must have the same length")
+    if not existing and len(set(keys)) == len(keys):  # the common case, decided in C
+        return ClaimPlan(loads=list(range(len(keys))), new=list(zip(keys, lines, strict=True)))
     plan = ClaimPlan()
     first: dict[str, int] = {}  # key -> line that wins it, once decided in this batch
     for index, (key, line) in enumerate(zip(keys, lines, strict=True)):

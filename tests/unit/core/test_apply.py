@@ -407,3 +407,48 @@ def test_that_counts_that_do_not_add_up_are_a_bug() -> None:
     prepared = PreparedBatch(3, CopyData(b"", 1, True), [], 1, 0, 3)
     with pytest.raises(RuntimeError, match="a batch of 3 records came back as 1 rows written"):
         prepared.check()
+
+
+WIDE = target(a="bigint", b="text", c="integer", d="text")
+# What each row's output holds, by v % 6: the columns left out are NULL wherever they stand.
+_PARTS: dict[int, tuple[str, ...]] = {
+    0: ("a", "b"),  # the last columns left out
+    1: ("a", "c"),  # one in the middle, one at the end
+    2: ("a", "b", "c", "d"),  # every column
+    3: ("d", "a"),  # another key order
+    4: ("c",),  # one column
+    5: ("a", "b"),
+}
+
+
+def partial(row: dict[str, Any]) -> dict[str, Any]:
+    """rows: the written columns _PARTS[v % 6] names (_PARTS[1] for v >= 1000) only."""
+    v = row["v"]
+    values = {"a": v, "b": f"b{v}", "c": v % 100, "d": f"d{v}"}
+    return {name: values[name] for name in _PARTS[v % 6 if v < 1000 else 1]}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [6 * k for k in range(5)],  # all alike, last columns left out
+        [1000 + k for k in range(5)],  # all alike, a middle column left out
+        [3 + 6 * k for k in range(5)],  # all alike, keys in another order
+        [4, 10, 16],  # all alike, one column
+        list(range(12)),  # mixed
+        [2, 0, 1],  # the first has every column, the others not
+    ],
+)
+def test_that_dicts_leaving_columns_out_are_written_with_nulls_there(values: list[int]) -> None:
+    """Test that outputs leaving out written columns (all the same ones, or each its own) are
+    the written columns in the target's order with NULL for the others, whichever path built
+    them: the same rows and bytes as one dict per output merged over all-NULL."""
+    applier = Applier(_spec("partial", "rows"), ("v",), WIDE, keep_rows=True)
+    out = applier.attempt([(v,) for v in values], (0, len(values))).value
+    expected = []
+    for v in values:
+        got = partial({"v": v})
+        expected.append(tuple(got.get(name) for name in WIDE.columns))
+    assert out.rows == expected
+    assert out.data == CopyEncoder(WIDE.copy).encode(expected).body
+    assert (out.written, out.filtered, out.fanout) == (len(values), 0, 0)

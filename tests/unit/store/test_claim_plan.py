@@ -1,0 +1,30 @@
+"""plan_claims: which records of a batch go on, given the claims believed to exist."""
+
+from __future__ import annotations
+
+from parallel_batch.store.claims import Claim, ClaimPlan, plan_claims
+
+
+def test_unique_keys_without_claims_all_go_on_and_are_claimed_in_record_order() -> None:
+    plan = plan_claims(["7", "3", "9"], [10, 12, 15], {})
+    assert plan == ClaimPlan(loads=[0, 1, 2], new=[("7", 10), ("3", 12), ("9", 15)])
+
+
+def test_a_key_twice_in_the_batch_keeps_its_first_record() -> None:
+    plan = plan_claims(["7", "3", "7", "9"], [10, 12, 15, 16], {})
+    assert plan == ClaimPlan(
+        loads=[0, 1, 3], new=[("7", 10), ("3", 12), ("9", 16)], duplicates={2: ("7", 10)}
+    )
+
+
+def test_claims_of_other_records_decide_by_line() -> None:
+    """An earlier claim wins over the batch's record; the batch's record displaces a later one."""
+    earlier, later = Claim(5, "0"), Claim(40, "2")
+    plan = plan_claims(["7", "3", "9"], [10, 12, 15], {"7": earlier, "9": later})
+    assert plan == ClaimPlan(
+        loads=[1, 2],
+        new=[("3", 12)],
+        expected={"7": earlier, "9": later},
+        displaced={"9": (later, 15)},
+        duplicates={0: ("7", 5)},
+    )
