@@ -65,9 +65,13 @@ class DictOutputs:
         """``(len(keys), pick)``: ``pick(results)`` the rows of results that hold exactly the
         written columns ``keys`` (NULL for the others), in the target's order, a C call per row
         and column set; ``(width, None)`` when ``keys`` are not such a set."""
-        cached = self._pickers.get(frozenset(keys))
-        if cached is not None:
-            return cached
+        key_set = frozenset(keys)
+        cached = self._pickers.get(key_set)
+        if cached is None:
+            cached = self._pickers[key_set] = self._make_picker(key_set)
+        return cached
+
+    def _make_picker(self, keys: frozenset[str]) -> tuple[int, _Picker | None]:
         present = [c for c in self._names if c in keys]
         if not present or len(present) != len(keys):  # none written, or a column not written
             return self._width, None
@@ -87,6 +91,4 @@ class DictOutputs:
             extended = map(tuple.__add__, map(get, results), itertools.repeat(nones))
             return list(extended) if in_order else list(map(reorder, extended))
 
-        found: tuple[int, _Picker | None] = (len(present), pick)
-        self._pickers[frozenset(keys)] = found
-        return found
+        return len(present), pick
