@@ -13,10 +13,10 @@ letter's payload holds the record).
 
 from __future__ import annotations
 
-import asyncio
 import re
-import weakref
 from typing import TYPE_CHECKING, Any
+
+from include.transforms.http import ClientPool, pool_for_loop
 
 if TYPE_CHECKING:
     import httpx
@@ -33,7 +33,8 @@ __all__ = [
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 # Seconds one request may take (connect, write, each read) before it is a timeout, and retried.
 DEFAULT_TIMEOUT = 10.0
-# Connections of the client each event loop keeps: at least the requests it has in flight.
+# Connections each event loop keeps (in clients of a few each): at least the requests it has
+# in flight.
 MAX_CONNECTIONS = 64
 
 
@@ -75,27 +76,18 @@ def check(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _client(timeout: float) -> httpx.AsyncClient:
+def _client(timeout: float) -> ClientPool:
+    """This event loop's clients for a ``timeout`` (several small ones: see ``http.py``)."""
     import httpx
 
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        limits = httpx.Limits(
-            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
-        )
-        client = httpx.AsyncClient(
+    return pool_for_loop(
+        ("enrich", timeout),
+        lambda: ClientPool(
+            MAX_CONNECTIONS,
             timeout=httpx.Timeout(timeout),
-            limits=limits,
             headers={"accept": "application/json", "user-agent": "airflow-parallel-batch"},
-        )
-        _clients[loop] = client
-    return client
+        ),
+    )
 
 
 async def enrich(

@@ -8,13 +8,12 @@ tier    async      the user's tier from an HTTP service, ``GET {url}/users/{user
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import pandas as pd
+
+from include.transforms.http import ClientPool, pool_for_loop
 
 PART_CENTS = 100_000  # 1000.00 a part at most
 BIG_CENTS = 500_000
@@ -60,17 +59,13 @@ class TierServiceError(Exception):
     """Raised when the tier service answers 5xx or 429: worth retrying."""
 
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-    weakref.WeakKeyDictionary()
-)
+# Connections each event loop keeps: at least the requests a task has in flight (concurrency).
+CONNECTIONS = 64
 
 
 async def tier(row: dict[str, Any], *, url: str) -> dict[str, Any]:
     """Look the event's user tier up: ``GET {url}/users/{user_id}`` -> ``{"tier": ...}``."""
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        client = _clients[loop] = httpx.AsyncClient(timeout=10.0)
+    client = pool_for_loop("tier", lambda: ClientPool(CONNECTIONS, timeout=10.0))
     response = await client.get(f"{url.rstrip('/')}/users/{row['user_id']}")
     if response.status_code >= 500 or response.status_code == 429:
         raise TierServiceError(f"the tier service answered HTTP {response.status_code}")

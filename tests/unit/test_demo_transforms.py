@@ -37,3 +37,43 @@ def test_check_alone_never_imports_httpx_and_retry_on_still_names_the_retried_er
         "'httpx:NetworkError', 'httpx:RemoteProtocolError']",
         "True",
     ]
+
+
+def test_client_pool_splits_its_connections_into_small_clients_and_picks_the_least_busy() -> None:
+    import asyncio
+
+    import pytest
+
+    from include.transforms.http import ClientPool
+
+    async def split(connections: int) -> list[int]:
+        pool = ClientPool(connections, timeout=1.0)
+        try:
+            return [client._transport._pool._max_connections for client in pool.clients]  # type: ignore[attr-defined]
+        finally:
+            await pool.aclose()
+
+    assert asyncio.run(split(64)) == [8] * 8
+    assert asyncio.run(split(50)) == [8] * 7  # 56 >= 50: never fewer than asked for
+    assert asyncio.run(split(3)) == [3]
+    with pytest.raises(ValueError, match="at least 1"):
+        ClientPool(0)
+
+    async def picks() -> list[int]:
+        pool = ClientPool(24)
+        chosen: list[int] = []
+
+        async def fake_get(index: int, url: str, **options: object) -> None:
+            chosen.append(index)
+            await asyncio.sleep(0.01 if index else 0.05)  # the first client answers slowly
+
+        for index, client in enumerate(pool.clients):
+            client.get = lambda url, i=index, **o: fake_get(i, url, **o)  # type: ignore[method-assign]
+        first = [asyncio.ensure_future(pool.get("http://x")) for _ in range(3)]
+        await asyncio.sleep(0.03)  # clients 1 and 2 have answered, client 0 has not
+        second = [asyncio.ensure_future(pool.get("http://x")) for _ in range(2)]
+        await asyncio.gather(*first, *second)
+        await pool.aclose()
+        return chosen
+
+    assert asyncio.run(picks()) == [0, 1, 2, 1, 2]  # not 0 again: it is the busy one
