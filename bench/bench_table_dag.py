@@ -388,8 +388,11 @@ class _RssSampler:
         return self.peak_mib
 
 
-def _run_dag(url: str, server: str) -> dict[str, Any]:
-    """Start Airflow, trigger the DAG with a conf, wait for its success; return its figures."""
+@contextmanager
+def local_airflow(url: str, server: str, dag_id: str) -> Iterator[tuple[Any, Any, float]]:
+    """A real Airflow (api-server, scheduler, dag-processor; metadata in a scratch database of
+    ``server``) with ``dag_id`` parsed, unpaused and its first scheduled run (if any) settled:
+    yields (REST client, the Airflow, seconds until the DAG was ready)."""
     import httpx
 
     from parallel_batch.local import env as localenv
@@ -410,23 +413,10 @@ def _run_dag(url: str, server: str) -> dict[str, Any]:
             with LocalAirflow(env, services=("api-server", "scheduler", "dag-processor")) as af:
                 af.wait_until_healthy()
                 with httpx.Client(base_url=f"{af.url}/api/v2", timeout=30) as http:
-                    wait_for_dag(http, af)
+                    wait_for_dag(http, af, dag_id)
                     ready = time.perf_counter() - started
-                    settled = _settle_scheduled_run(http, af)
-                    runs = []
-                    for _ in range(REPEATS):
-                        _reset_target(url)
-                        runs.append(trigger_and_wait(http, af, dag_conf()))
-                        if _target_rows(url) != ROWS:
-                            raise RuntimeError(
-                                f"the DAG wrote {_target_rows(url)} rows, expected {ROWS}"
-                            )
-                    return {
-                        "airflow_start_seconds": ready,
-                        "scheduled_run_seconds": settled,
-                        **min(runs, key=lambda run: run["seconds"]),
-                        "runs_seconds": [round(run["seconds"], 2) for run in runs],
-                    }
+                    _settle_scheduled_run(http, af, dag_id)
+                    yield http, af, ready
         finally:
             with psycopg.connect(server, autocommit=True) as conn:
                 conn.execute(
@@ -436,38 +426,57 @@ def _run_dag(url: str, server: str) -> dict[str, Any]:
                 )
 
 
-def wait_for_dag(http: Any, af: Any) -> None:
+def _run_dag(url: str, server: str) -> dict[str, Any]:
+    """Start Airflow, trigger the DAG with a conf, wait for its success; return its figures."""
+    started = time.perf_counter()
+    with local_airflow(url, server, DAG_ID) as (http, af, ready):
+        settled = time.perf_counter() - started - ready
+        runs = []
+        for _ in range(REPEATS):
+            _reset_target(url)
+            runs.append(trigger_and_wait(http, af, dag_conf()))
+            if _target_rows(url) != ROWS:
+                raise RuntimeError(f"the DAG wrote {_target_rows(url)} rows, expected {ROWS}")
+        return {
+            "airflow_start_seconds": ready,
+            "scheduled_run_seconds": settled,
+            **min(runs, key=lambda run: run["seconds"]),
+            "runs_seconds": [round(run["seconds"], 2) for run in runs],
+        }
+
+
+def wait_for_dag(http: Any, af: Any, dag_id: str = DAG_ID) -> None:
     """Wait until the DAG is parsed, then unpause it."""
     deadline = time.monotonic() + 300
-    while http.get(f"/dags/{DAG_ID}").status_code != 200:
+    while http.get(f"/dags/{dag_id}").status_code != 200:
         af.check_alive()
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{DAG_ID} was not parsed within 300 s")
+            raise RuntimeError(f"{dag_id} was not parsed within 300 s")
         time.sleep(1)
-    http.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).raise_for_status()
+    http.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
 
 
-def _wait_for_run(http: Any, af: Any, run_id: str) -> dict[str, Any]:
+def _wait_for_run(http: Any, af: Any, run_id: str, dag_id: str = DAG_ID) -> dict[str, Any]:
     deadline = time.monotonic() + DAG_TIMEOUT
     while True:
         af.check_alive()
-        run: dict[str, Any] = http.get(f"/dags/{DAG_ID}/dagRuns/{run_id}").json()
+        run: dict[str, Any] = http.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()
         if run["state"] in ("success", "failed"):
             return run
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{DAG_ID} {run_id} still {run['state']} after {DAG_TIMEOUT} s")
+            raise RuntimeError(f"{dag_id} {run_id} still {run['state']} after {DAG_TIMEOUT} s")
         time.sleep(SAMPLE_SECONDS)
 
 
-def _settle_scheduled_run(http: Any, af: Any) -> float:
+def _settle_scheduled_run(http: Any, af: Any, dag_id: str = DAG_ID) -> float:
     """Wait for the run that unpausing started (if one shows up) to finish; return seconds."""
     started = time.perf_counter()
     deadline = time.monotonic() + SCHEDULED_RUN_APPEARS
     while time.monotonic() < deadline:
-        runs = http.get(f"/dags/{DAG_ID}/dagRuns").json()["dag_runs"]
+        runs = http.get(f"/dags/{dag_id}/dagRuns").json()["dag_runs"]
         if runs:
             for run in runs:
-                _wait_for_run(http, af, run["dag_run_id"])
+                _wait_for_run(http, af, run["dag_run_id"], dag_id)
             break
         time.sleep(SAMPLE_SECONDS)
     return time.perf_counter() - started
@@ -485,22 +494,24 @@ def dag_conf(**changes: Any) -> dict[str, Any]:
     }
 
 
-def trigger_and_wait(http: Any, af: Any, conf: dict[str, Any]) -> dict[str, Any]:
+def trigger_and_wait(
+    http: Any, af: Any, conf: dict[str, Any], dag_id: str = DAG_ID
+) -> dict[str, Any]:
     """Trigger a run with ``conf``, wait for its success; return its seconds, peak RSS, tasks."""
     scheduler = [p.pid for p in af.processes() if "scheduler" in " ".join(p.cmdline())]
     sampler = _RssSampler(scheduler)
     started = time.perf_counter()
-    response = http.post(f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
+    response = http.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
     response.raise_for_status()
     run_id = response.json()["dag_run_id"]
     try:
-        run = _wait_for_run(http, af, run_id)
+        run = _wait_for_run(http, af, run_id, dag_id)
         seconds = time.perf_counter() - started
     finally:
         peak = sampler.stop()
     if run["state"] != "success":
-        raise RuntimeError(f"{DAG_ID} {run_id} failed; see the task logs")
-    tis = http.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}).json()[
+        raise RuntimeError(f"{dag_id} {run_id} failed; see the task logs")
+    tis = http.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}).json()[
         "task_instances"
     ]
     return {
