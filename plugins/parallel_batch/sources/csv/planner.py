@@ -99,7 +99,7 @@ def plan_csv_chunks(
     """Plan the chunks of a CSV file: byte ranges aligned to record starts, in file order.
 
     Give exactly one of ``chunks`` (about that many chunks of equal size) or ``chunk_bytes``
-    (chunks of about that size). Either way there are never more than ``max_chunks``; a record
+    (the fewest chunks of equal size no larger than about that). Either way there are never more than ``max_chunks``; a record
     longer than the spacing makes fewer chunks. An empty or header-only file has none.
 
     :param path: the CSV file, a local path or a URL (RFC 4180 quoting in its dialect; a
@@ -122,7 +122,7 @@ def plan_csv_chunks(
     with open_binary(path, storage_options) as stream:
         size = stream_size(stream)
         start = data_start(stream, dialect)
-        plan = _Plan(size, chunks, chunk_bytes, max_chunks)
+        plan = _Plan(size, chunks, chunk_bytes, max_chunks, even=True)
         if not has_header:
             plan.begin(start, 1)
         _scan(stream, plan, start, None, dialect)
@@ -206,8 +206,20 @@ class _LineCounter:
 class _Plan:
     """The boundaries found so far and the targets still to place."""
 
-    def __init__(self, size: int, chunks: int | None, chunk_bytes: int | None, max_chunks: int):
+    def __init__(
+        self,
+        size: int,
+        chunks: int | None,
+        chunk_bytes: int | None,
+        max_chunks: int,
+        *,
+        even: bool = False,
+    ) -> None:
+        """:param even: cut by ``chunk_bytes`` into the fewest parts of one size (chunks: no
+        small last one that runs alone while the other workers idle), not every
+        ``chunk_bytes`` (a chunk's batches)."""
         self.size = size
+        self._even = even
         self.data_start: int | None = None
         self._chunks = chunks
         self._chunk_bytes = chunk_bytes
@@ -234,14 +246,15 @@ class _Plan:
             return iter(())
         if self._chunk_bytes is not None:
             count = math.ceil(data_bytes / self._chunk_bytes)
-            if count <= self._max_chunks:
+            if count <= self._max_chunks and not self._even:
                 return iter(range(data_start + self._chunk_bytes, self.size, self._chunk_bytes))
-            log.info(
-                "chunk_bytes=%d would make %d chunks; planning max_chunks=%d instead",
-                self._chunk_bytes,
-                count,
-                self._max_chunks,
-            )
+            if count > self._max_chunks:
+                log.info(
+                    "chunk_bytes=%d would make %d chunks; planning max_chunks=%d instead",
+                    self._chunk_bytes,
+                    count,
+                    self._max_chunks,
+                )
         else:
             assert self._chunks is not None
             count = self._chunks

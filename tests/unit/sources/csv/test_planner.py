@@ -121,6 +121,21 @@ def test_quoted_newlines_straddle_every_boundary(tmp_path: Path) -> None:
     assert [chunk.first_line for chunk in one_per_record] == [2, 4, 6, 7, 10, 12]
 
 
+def test_chunk_bytes_makes_the_fewest_chunks_of_one_size(tmp_path: Path) -> None:
+    """Test that chunk_bytes cuts the data into ceil(size / chunk_bytes) chunks of about one size
+    (not chunk_bytes, chunk_bytes, ..., and a small rest that would run alone at the end)."""
+    data = b"id,note\n" + b"".join(b"%04d,abcd\n" % i for i in range(100))  # 100 x 10 bytes
+    path = _write(tmp_path, data)
+    plan = plan_csv_chunks(path, chunk_bytes=300)
+    assert [chunk.end - chunk.start for chunk in plan] == [250, 250, 250, 250]
+    assert [chunk.first_line for chunk in plan] == [2, 27, 52, 77]
+    assert [c.end - c.start for c in plan_csv_chunks(path, chunk_bytes=1000)] == [1000]
+    assert [c.end - c.start for c in plan_csv_chunks(path, chunk_bytes=999)] == [500, 500]
+    # a chunk's batches are still cut every step: the last one holds the rest
+    ranges, _ = plan_ranges(path, plan[0], step_bytes=100)
+    assert [r.end - r.start for r in ranges] == [100, 100, 50]
+
+
 @pytest.mark.parametrize("block", [1, 2, 3, 5, 1 << 20])
 def test_block_size_does_not_change_the_plan(tmp_path: Path, block: int) -> None:
     """Test that blocks ending inside quotes (even between the two quotes of "") change nothing."""
