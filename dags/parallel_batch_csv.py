@@ -81,8 +81,8 @@ with DAG(
         key_column="id",
         transform=f"{TRANSFORMS}:{{{{ 'enrich' if params.enrich_url else 'check' }}}}",
         transform_kind="{{ 'async' if params.enrich_url else 'rows' }}",
-        transform_kwargs="{{ {'url': params.enrich_url, 'timeout': params.enrich_timeout}"
-        " if params.enrich_url else None }}",
+        transform_kwargs="{{ {'url': params.enrich_url, 'timeout': params.enrich_timeout,"
+        " 'connections': params.enrich_concurrency} if params.enrich_url else None }}",
         concurrency="{{ params.enrich_concurrency }}",
         retry=[
             f"{TRANSFORMS}:EnrichmentServerError",

@@ -33,8 +33,8 @@ __all__ = [
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 # Seconds one request may take (connect, write, each read) before it is a timeout, and retried.
 DEFAULT_TIMEOUT = 10.0
-# Connections each event loop keeps (in clients of a few each): at least the requests it has
-# in flight.
+# Connections each event loop keeps (in clients of a few each) unless the job says (``connections``):
+# at least the requests it has in flight.
 MAX_CONNECTIONS = 64
 
 
@@ -76,14 +76,14 @@ def check(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _client(timeout: float) -> ClientPool:
-    """This event loop's clients for a ``timeout`` (several small ones: see ``http.py``)."""
+def _client(timeout: float, connections: int) -> ClientPool:
+    """This event loop's clients (several small ones: see ``http.py``)."""
     import httpx
 
     return pool_for_loop(
-        ("enrich", timeout),
+        ("enrich", timeout, connections),
         lambda: ClientPool(
-            MAX_CONNECTIONS,
+            connections,
             timeout=httpx.Timeout(timeout),
             headers={"accept": "application/json", "user-agent": "airflow-parallel-batch"},
         ),
@@ -91,9 +91,16 @@ def _client(timeout: float) -> ClientPool:
 
 
 async def enrich(
-    row: dict[str, Any], *, url: str, timeout: float = DEFAULT_TIMEOUT
+    row: dict[str, Any],
+    *,
+    url: str,
+    timeout: float = DEFAULT_TIMEOUT,
+    connections: int = MAX_CONNECTIONS,
 ) -> dict[str, Any]:
     """Check the record, then fill in its ``segment`` from the service (None without an email).
+
+    :param connections: connections to the service per task: at least the job's
+        ``concurrency`` (the DAG passes its ``enrich_concurrency``), or requests wait for one.
 
     :raises EnrichmentServerError: for a 5xx or 429 answer (retried by the job).
     :raises EnrichmentError: for another refusal or an answer without a usable segment.
@@ -102,7 +109,7 @@ async def enrich(
     email = record.get("email")
     if email is None:
         return {**record, "segment": None}
-    response = await _client(timeout).get(url, params={"email": email})
+    response = await _client(timeout, connections).get(url, params={"email": email})
     return {**record, "segment": _segment_of(response)}
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from include.transforms.customers import RETRY_ON
+from include.transforms.customers import MAX_CONNECTIONS, RETRY_ON
 from parallel_batch.core.planning import stored_spec
 from parallel_batch.core.transforms import TransformSpec, retry_policy
 from parallel_batch.engine.policy import RetryPolicy
@@ -216,6 +216,19 @@ def test_at_most_concurrency_requests_in_flight(
 
     assert len(_segments(pg_conn)) == 150
     assert 1 < server.max_in_flight <= 5
+
+
+def test_connections_follow_a_concurrency_above_the_default(
+    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path
+) -> None:
+    """Test that ``connections`` (the DAG passes its enrich_concurrency) lets more requests than
+    the default 64 connections be in flight at once, never more than ``concurrency``."""
+    path = _file(tmp_path, [f"customer{i}@example.com" for i in range(1, 401)])
+    with SegmentServer(delay=0.3) as server:
+        _load(pg_url, path, _enrich(server.url, concurrency=100, connections=100))
+
+    assert len(_segments(pg_conn)) == 400
+    assert MAX_CONNECTIONS < server.max_in_flight <= 100
 
 
 def test_bad_settings_are_refused() -> None:
