@@ -170,6 +170,48 @@ def test_that_version_1_upgrades_keeping_jobs_and_claims(
         "SELECT rows_read, rows_filtered, rows_fanout FROM parallel_batch.chunks"
     ).fetchall() == [(7, 0, 0)]
     claims = pg_conn.execute(
-        "SELECT job_key, item_key, line_number, chunk_id, outputs FROM parallel_batch.key_claims"
+        "SELECT j.job_key, c.item_key, c.line_number, c.chunk_id, c.outputs"
+        " FROM parallel_batch.key_claims c JOIN parallel_batch.jobs j ON j.id = c.job_id"
     ).fetchall()
     assert claims == ([("old", "42", 3, "bytes[0,9)", 1)] if with_file_keys else [])
+
+
+def test_that_version_2_upgrades_its_claims_to_job_numbers(
+    pg_conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Test that a database at version 2 with jobs half way through keeps every claim, now under
+    its job's number (the only one with that number), and that the claims still do their work:
+    a key claimed before the upgrade refuses a second claim of it in the same job."""
+    from parallel_batch.store import claims
+
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
+        patch.setattr(schema, "LATEST_VERSION", 2)
+        assert ensure_schema(pg_conn) == 2
+    for job in ("a", "b"):
+        pg_conn.execute(
+            "INSERT INTO parallel_batch.jobs (job_key, kind) VALUES (%s, 'csv')", (job,)
+        )
+    pg_conn.execute(
+        "INSERT INTO parallel_batch.key_claims (job_key, item_key, line_number, chunk_id, outputs)"
+        " VALUES ('a', '1', 2, 'c0', 1), ('a', '2', 3, 'c0', 0), ('b', '1', 9, 'c1', -1)"
+    )
+    assert ensure_schema(pg_conn) == LATEST_VERSION
+    ids = dict(pg_conn.execute("SELECT job_key, id FROM parallel_batch.jobs").fetchall())
+    assert len(set(ids.values())) == 2
+    found = pg_conn.execute(
+        "SELECT job_id, item_key, line_number, chunk_id, outputs FROM parallel_batch.key_claims"
+        " ORDER BY job_id, item_key"
+    ).fetchall()
+    assert sorted(found) == sorted(
+        [(ids["a"], "1", 2, "c0", 1), (ids["a"], "2", 3, "c0", 0), (ids["b"], "1", 9, "c1", -1)]
+    )
+    assert claims.find_claims(pg_conn, "a", ["1", "2", "3"]) == {
+        "1": claims.Claim(2, "c0", 1),
+        "2": claims.Claim(3, "c0", 0),
+    }
+    with pytest.raises(claims.ClaimsChanged), pg_conn.transaction():
+        plan = claims.plan_claims(["1"], [5], {})  # believes "1" is free: it is not
+        claims.apply_claims(pg_conn, "a", "c9", plan, {"1": 1})
+    assert claims.delete_job_claims(pg_conn, "b") == 1
+    assert len(claims.find_claims(pg_conn, "a", ["1", "2"])) == 2

@@ -6,7 +6,9 @@ a full refresh loads the file afresh and upserts its rows over the old ones: cla
 job, so a re-load never mistakes the rows already in the target for duplicates. A resumed attempt
 never re-reads a committed batch, and a claim on the record's own line is its own (idempotent)::
 
-    parallel_batch.key_claims(job_key, item_key, line_number, chunk_id, outputs)
+    parallel_batch.key_claims(job_id, item_key, line_number, chunk_id, outputs)
+
+(``job_id``: the job's number, ``parallel_batch.jobs.id``; smaller than its key in every row.)
 
 Claims are written in the batch's own commit, so they move exactly with the rows, the dead
 letters and the checkpoint. Per batch (see ``core/commit.py``)::
@@ -59,10 +61,12 @@ __all__ = [
 FAILED = -1
 
 _COPY = (
-    "COPY parallel_batch.key_claims (job_key, item_key, line_number, chunk_id, outputs)"
+    "COPY parallel_batch.key_claims (job_id, item_key, line_number, chunk_id, outputs)"
     " FROM STDIN (FORMAT BINARY)"
 )
-_COPY_TYPES = ["text", "text", "int8", "text", "int4"]
+_COPY_TYPES = ["int8", "text", "int8", "text", "int4"]
+# The job's number, in a statement that names the job by its key.
+_JOB_ID = "(SELECT id FROM parallel_batch.jobs WHERE job_key = %s)"
 
 
 class ClaimsChanged(Exception):
@@ -107,7 +111,7 @@ def find_claims(conn: psycopg.Connection, job_key: str, keys: Sequence[str]) -> 
     """Return the job's claims of ``keys`` (one short statement)."""
     rows = conn.execute(
         "SELECT item_key, line_number, chunk_id, outputs FROM parallel_batch.key_claims"
-        " WHERE job_key = %s AND item_key = ANY(%s)",
+        f" WHERE job_id = {_JOB_ID} AND item_key = ANY(%s)",
         (job_key, list(set(keys))),
     ).fetchall()
     return {key: Claim(line, chunk_id, outputs) for key, line, chunk_id, outputs in rows}
@@ -173,7 +177,7 @@ def apply_claims(
         if plan.expected:
             rows = conn.execute(
                 "SELECT item_key, line_number, chunk_id, outputs FROM parallel_batch.key_claims"
-                " WHERE job_key = %s AND item_key = ANY(%s) ORDER BY item_key FOR UPDATE",
+                f" WHERE job_id = {_JOB_ID} AND item_key = ANY(%s) ORDER BY item_key FOR UPDATE",
                 (job_key, list(plan.expected)),
             ).fetchall()
             found = {key: Claim(line, chunk, n) for key, line, chunk, n in rows}
@@ -186,7 +190,7 @@ def apply_claims(
             conn.execute(
                 "UPDATE parallel_batch.key_claims f SET line_number = u.l, chunk_id = %s,"
                 " outputs = u.n FROM unnest(%s::text[], %s::bigint[], %s::int[]) AS u(k, l, n)"
-                " WHERE f.job_key = %s AND f.item_key = u.k",
+                f" WHERE f.job_id = {_JOB_ID} AND f.item_key = u.k",
                 (
                     chunk_id,
                     keys,
@@ -212,11 +216,17 @@ def _insert(
     """Insert claims with binary COPY: about twice as fast as INSERT ... ON CONFLICT. A key
     claimed meanwhile fails the COPY with a unique violation. Keys go in sorted, so two commits
     claiming overlapping keys wait for each other instead of deadlocking."""
+    found = conn.execute(
+        "SELECT id FROM parallel_batch.jobs WHERE job_key = %s", (job_key,)
+    ).fetchone()
+    if found is None:
+        raise ValueError(f"no job {job_key!r}")
+    job_id = found[0]
     with conn.cursor() as cur, cur.copy(_COPY) as copy:
         copy.set_types(_COPY_TYPES)
         write_row = copy.write_row
         for key, line in sorted(new):
-            write_row((job_key, key, line, chunk_id, outputs.get(key, 1)))
+            write_row((job_id, key, line, chunk_id, outputs.get(key, 1)))
 
 
 def displace(
@@ -260,5 +270,5 @@ def forget_if_completed(conn: psycopg.Connection, job_key: str) -> int | None:
 def delete_job_claims(conn: psycopg.Connection, job_key: str) -> int:
     """Delete a job's claims (its full refresh starts over, or it completed); returns how many."""
     return conn.execute(
-        "DELETE FROM parallel_batch.key_claims WHERE job_key = %s", (job_key,)
+        f"DELETE FROM parallel_batch.key_claims WHERE job_id = {_JOB_ID}", (job_key,)
     ).rowcount

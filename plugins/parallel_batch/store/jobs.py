@@ -215,7 +215,11 @@ def _refresh(
         "DELETE FROM parallel_batch.dead_letters WHERE job_key = %s AND NOT (chunk_id = ANY(%s))",
         (job_key, [entry["chunk_id"] for entry in entries]),
     )
-    claims = conn.execute("DELETE FROM parallel_batch.key_claims WHERE job_key = %s", (job_key,))
+    claims = conn.execute(
+        "DELETE FROM parallel_batch.key_claims"
+        " WHERE job_id = (SELECT id FROM parallel_batch.jobs WHERE job_key = %s)",
+        (job_key,),
+    )
     conn.execute(
         """
         UPDATE parallel_batch.jobs SET
