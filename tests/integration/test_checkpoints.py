@@ -571,6 +571,26 @@ def test_that_a_refresh_with_a_new_plan_drops_orphan_dead_letters(
     assert count(pg_conn, "SELECT count(*) FROM parallel_batch.chunks") == 1
 
 
+def test_that_a_refresh_drops_its_jobs_key_claims_only(
+    store: CheckpointStore, pg_conn: psycopg.Connection
+) -> None:
+    """Test that a full refresh of a job half way deletes its key claims (its chunks claim the
+    keys afresh) and leaves another job's claims alone."""
+    from parallel_batch.store import claims
+
+    for job in ("job", "other"):
+        store.ensure_job(job, kind="csv", plan=PLAN)
+        with pg_conn.transaction():
+            plan = claims.plan_claims(["a", "b"], [2, 3], {})
+            claims.apply_claims(pg_conn, job, CHUNK, plan, {})
+    store.ensure_job("job", kind="csv", plan=PLAN, full_refresh=True)
+    assert claims.find_claims(pg_conn, "job", ["a", "b"]) == {}
+    assert claims.find_claims(pg_conn, "other", ["a", "b"]) == {
+        "a": claims.Claim(2, CHUNK),
+        "b": claims.Claim(3, CHUNK),
+    }
+
+
 # ---- progress ----------------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from parallel_batch.exceptions import ConfigurationError
+from parallel_batch.store.claims import delete_job_claims
 from parallel_batch.store.deadletters import dumps
 from parallel_batch.store.records import Job
 from parallel_batch.store.schema import ensure_schema
@@ -215,11 +216,7 @@ def _refresh(
         "DELETE FROM parallel_batch.dead_letters WHERE job_key = %s AND NOT (chunk_id = ANY(%s))",
         (job_key, [entry["chunk_id"] for entry in entries]),
     )
-    claims = conn.execute(
-        "DELETE FROM parallel_batch.key_claims"
-        " WHERE job_id = (SELECT id FROM parallel_batch.jobs WHERE job_key = %s)",
-        (job_key,),
-    )
+    dropped = delete_job_claims(conn, job_key)
     conn.execute(
         """
         UPDATE parallel_batch.jobs SET
@@ -236,7 +233,7 @@ def _refresh(
         "output will be replaced",
         job_key,
         len(entries),
-        claims.rowcount,
+        dropped,
     )
 
 

@@ -149,11 +149,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         3,
-        "key claims by a job's number, not its key: a third of the claims' cost",
+        "key claims by a job's number, not its key: smaller claims",
         (
             # One claim per record is the CSV job's largest cost on the server: keyed by a
             # bigint in place of the job_key text (tens of bytes in every row and index entry),
-            # PostgreSQL inserts 1M claims in about two thirds of the time.
+            # 1M claims take 124 MB instead of 272 MB and less of PostgreSQL's CPU.
             "ALTER TABLE parallel_batch.jobs ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY",
             "ALTER TABLE parallel_batch.jobs ADD CONSTRAINT jobs_id_key UNIQUE (id)",
             """

@@ -99,8 +99,9 @@ def plan_csv_chunks(
     """Plan the chunks of a CSV file: byte ranges aligned to record starts, in file order.
 
     Give exactly one of ``chunks`` (about that many chunks of equal size) or ``chunk_bytes``
-    (the fewest chunks of equal size no larger than about that). Either way there are never more than ``max_chunks``; a record
-    longer than the spacing makes fewer chunks. An empty or header-only file has none.
+    (the fewest chunks of equal size no larger than about that). Either way there are never
+    more than ``max_chunks``; a record longer than the spacing makes fewer chunks. An empty or
+    header-only file has none.
 
     :param path: the CSV file, a local path or a URL (RFC 4180 quoting in its dialect; a
         UTF-8 BOM and CRLF line endings are fine).
