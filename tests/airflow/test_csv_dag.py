@@ -110,8 +110,11 @@ def test_load_rerun_and_full_refresh(
     assert summary["rows_failed"] == len(case.dead) and summary["status"] == "completed"
     progress = state_store_values(first.run_id, "customers.process", "progress")
     assert sorted(p["chunk_id"] for p in progress.values()) == sorted(chunk_ids)
-    claims = pg_conn.execute("SELECT count(*) FROM parallel_batch.key_claims").fetchone()
-    assert claims == (0,)  # forgotten once the job completed
+    claims = pg_conn.execute(
+        "SELECT (SELECT count(*) FROM parallel_batch.key_claims),"
+        " (SELECT count(*) FROM parallel_batch.range_claims)"
+    ).fetchone()
+    assert claims == (0, 0)  # forgotten once the job completed
     before = _snapshot(pg_conn, "csv-test")
 
     again = run_dag(dag, conf)

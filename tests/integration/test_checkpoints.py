@@ -574,20 +574,26 @@ def test_that_a_refresh_with_a_new_plan_drops_orphan_dead_letters(
 def test_that_a_refresh_drops_its_jobs_key_claims_only(
     store: CheckpointStore, pg_conn: psycopg.Connection
 ) -> None:
-    """Test that a full refresh of a job half way deletes its key claims (its chunks claim the
-    keys afresh) and leaves another job's claims alone."""
-    from parallel_batch.store import claims
+    """Test that a full refresh of a job half way deletes its key claims, by key and by range
+    (its chunks claim the keys afresh), and leaves another job's claims alone."""
+    from parallel_batch.store import claim_ranges, claims
 
     for job in ("job", "other"):
         store.ensure_job(job, kind="csv", plan=PLAN)
-        with pg_conn.transaction():
-            plan = claims.plan_claims(["a", "b"], [2, 3], {})
+        with pg_conn.transaction():  # integers in order: one range claim
+            plan = claims.plan_claims(["1", "2"], [2, 3], {})
             claims.apply_claims(pg_conn, job, CHUNK, plan, {})
+    claim_ranges.to_keys(pg_conn, "job")  # the job's claims by key, another batch's by range
+    with pg_conn.transaction():
+        claims.apply_claims(pg_conn, "job", CHUNK, claims.plan_claims(["3"], [4], {}), {})
+    assert claims.find_claims(pg_conn, "job", ["1", "2", "3"]).keys() == {"1", "2", "3"}
     store.ensure_job("job", kind="csv", plan=PLAN, full_refresh=True)
-    assert claims.find_claims(pg_conn, "job", ["a", "b"]) == {}
-    assert claims.find_claims(pg_conn, "other", ["a", "b"]) == {
-        "a": claims.Claim(2, CHUNK),
-        "b": claims.Claim(3, CHUNK),
+    assert claims.find_claims(pg_conn, "job", ["1", "2", "3"]) == {}
+    assert count(pg_conn, "SELECT count(*) FROM parallel_batch.range_claims") == 1  # other's
+    claim_ranges.to_keys(pg_conn, "other")
+    assert claims.find_claims(pg_conn, "other", ["1", "2"]) == {
+        "1": claims.Claim(2, CHUNK),
+        "2": claims.Claim(3, CHUNK),
     }
 
 

@@ -24,7 +24,14 @@ def test_that_ensure_schema_creates_every_table(pg_conn: psycopg.Connection) -> 
     table."""
     assert schema_version(pg_conn) == 0
     assert ensure_schema(pg_conn) == LATEST_VERSION
-    assert _tables(pg_conn) == {"jobs", "chunks", "dead_letters", "key_claims", "schema_version"}
+    assert _tables(pg_conn) == {
+        "jobs",
+        "chunks",
+        "dead_letters",
+        "key_claims",
+        "range_claims",
+        "schema_version",
+    }
     assert schema_version(pg_conn) == LATEST_VERSION
 
 
@@ -215,3 +222,34 @@ def test_that_version_2_upgrades_its_claims_to_job_numbers(
         claims.apply_claims(pg_conn, "a", "c9", plan, {"1": 1})
     assert claims.delete_job_claims(pg_conn, "b") == 1
     assert len(claims.find_claims(pg_conn, "a", ["1", "2"])) == 2
+
+
+def test_that_version_3_upgrades_a_job_with_key_claims_to_claim_by_key(
+    pg_conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Test that a job half way through at version 3 (key claims in the table) goes on claiming
+    by key after the upgrade (a range claim would not see its claims), and a job without claims
+    claims by ranges."""
+    from parallel_batch.store import claims
+
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:3])
+        patch.setattr(schema, "LATEST_VERSION", 3)
+        assert ensure_schema(pg_conn) == 3
+    for job in ("half", "fresh"):
+        pg_conn.execute(
+            "INSERT INTO parallel_batch.jobs (job_key, kind) VALUES (%s, 'csv')", (job,)
+        )
+    pg_conn.execute(
+        "INSERT INTO parallel_batch.key_claims (job_id, item_key, line_number, chunk_id)"
+        " SELECT id, '5', 2, 'c0' FROM parallel_batch.jobs WHERE job_key = 'half'"
+    )
+    assert ensure_schema(pg_conn) == LATEST_VERSION
+    assert dict(
+        pg_conn.execute("SELECT job_key, claims_by_key FROM parallel_batch.jobs").fetchall()
+    ) == {"half": True, "fresh": False}
+    with pytest.raises(claims.ClaimsChanged), pg_conn.transaction():
+        claims.apply_claims(pg_conn, "half", "c1", claims.plan_claims(["5"], [9], {}), {})
+    with pg_conn.transaction():
+        claims.apply_claims(pg_conn, "fresh", "c1", claims.plan_claims(["5"], [9], {}), {})
+    assert pg_conn.execute("SELECT count(*) FROM parallel_batch.range_claims").fetchone() == (1,)

@@ -9,6 +9,8 @@
                COPY / upsert the encoded rows
         dead letters
     ClaimsChanged       the job's claims moved under the batch: prepare it again with them
+    KeysNeeded          the batch cannot claim its keys as one range: the job claims key by
+                        key from now on (store/claim_ranges.py); commit it again
     the target refuses  a row it refuses (a constraint, a foreign key): prepare the batch again
                         keeping its output rows, isolate the refused ones with writes that roll
                         back, dead-letter their source rows, commit the rest
@@ -33,7 +35,7 @@ from parallel_batch.core.refresh import delete_chunk_output
 from parallel_batch.core.refused import REFUSED, without_refused
 from parallel_batch.core.source import BatchRef, KeyRange
 from parallel_batch.core.target import Target
-from parallel_batch.store import claims
+from parallel_batch.store import claim_ranges, claims
 from parallel_batch.store.checkpoints import CheckpointStore
 from parallel_batch.store.copy_data import CopyData
 from parallel_batch.store.deadletters import DeadLetter, record_dead_letters
@@ -109,6 +111,14 @@ class Committer:
                     rows_fanout=prepared.fanout,
                 )
                 return prepared
+            except claim_ranges.KeysNeeded as exc:
+                moved = claim_ranges.to_keys(self.store.conn, self.lease.job_key)
+                log.info(
+                    "Job %s claims its keys one by one from now on (%s; %d claims moved)",
+                    self.lease.job_key,
+                    exc,
+                    moved,
+                )
             except claims.ClaimsChanged:
                 assert prepared.claims is not None and ref is not None
                 claimed = claims.find_claims(
@@ -232,4 +242,8 @@ class Committer:
 
 def _keys(batch_claims: Any) -> list[str]:
     plan = batch_claims.plan
-    return [*batch_claims.outputs, *(key for key, _ in plan.duplicates.values())]
+    return [
+        *(key for key, _ in plan.new),
+        *plan.expected,
+        *(key for key, _ in plan.duplicates.values()),
+    ]

@@ -62,7 +62,8 @@ class BatchWork:
 
 
 class BatchClaims(NamedTuple):
-    """A batch's claims, for the commit: the plan and what each claimed record became."""
+    """A batch's claims, for the commit: the plan, and what each claimed record became when
+    that is not one output row (``outputs.get(key, 1)``)."""
 
     plan: ClaimPlan
     outputs: dict[str, int]
@@ -170,7 +171,7 @@ def prepare(
         index = order[given_up.unit[0]]
         letters.append(_given_up_letter(reader, batch, index, given_up))
     if claims is not None:
-        outputs = _claim_outputs(batch, order, parts, failed, work)
+        outputs = _claim_outputs(batch, order, parts, work)
     kept_rows, owners = _kept(parts, work, batch, order, ref) if keep_rows else (None, None)
     prepared = PreparedBatch(
         read=batch.read,
@@ -217,23 +218,24 @@ def _claim_outputs(
     batch: ReadBatch,
     order: Sequence[int],
     parts: list[tuple[tuple[int, int], UnitOutput]],
-    failed: list[ItemGivenUp[Any]],
     work: BatchWork,
 ) -> dict[str, int]:
-    """What each claimed record became: its output rows, 0 (filtered) or FAILED."""
+    """What each claimed record became when not one output row: its output rows, 0
+    (filtered) or FAILED (a record missing from every part failed)."""
     key_index = work.reader.columns.index(work.dedup_key)
+    done = [False] * len(order)
     counts: dict[int, int] = {}
     for (start, stop), part in parts:
-        if part.counts is None:
-            counts.update(dict.fromkeys(range(start, stop), 1))
-        else:
-            counts.update(part.counts)
-    for given_up in failed:
-        counts[given_up.unit[0]] = FAILED
-    return {
-        str(batch.rows[order[position]][key_index]): counts.get(position, FAILED)
-        for position in range(len(order))
-    }
+        if part.counts is None:  # one output row each
+            done[start:stop] = [True] * (stop - start)
+            continue
+        for i, n in part.counts.items():  # a row missing from them failed
+            done[i] = True
+            if n != 1:
+                counts[i] = n
+    if not all(done):
+        counts.update((i, FAILED) for i, seen in enumerate(done) if not seen)
+    return {str(batch.rows[order[i]][key_index]): n for i, n in counts.items()}
 
 
 def _kept(

@@ -99,10 +99,11 @@ def _rebuilt(
             for letter in refused.values()
             if letter.payload is not None
         }
-        outputs_by_key = {
-            k: (claims.FAILED if k in gone else n) for k, n in batch_claims.outputs.items()
-        }
-        batch_claims = batch_claims._replace(outputs=outputs_by_key)
+        plan = batch_claims.plan
+        claimed = {key for key, _ in plan.new} | plan.expected.keys()
+        # outputs names the records that did not become one row; a refused one failed now
+        failed = dict.fromkeys(gone & claimed, claims.FAILED)
+        batch_claims = batch_claims._replace(outputs={**batch_claims.outputs, **failed})
     if filtered < 0:  # outputs of unknown sources (a dataframe that changed the index)
         fanout, filtered = fanout - filtered, 0
     # settled: without the rows and owners only a refused write's diagnosis needs

@@ -16,11 +16,17 @@ letters and the checkpoint. Per batch (see ``core/commit.py``)::
     plan_claims(keys, lines, claims believed to exist)  pure: which records go on, which are
         |                                               duplicates, which claims they take over
     commit: fenced checkpoint, then
-        apply_claims:  lock the chunks whose counters move, lock + verify the claims the plan
-        |              relied on, COPY the new ones in (all of them, or ClaimsChanged),
-        |              take the displaced ones over
+        apply_claims:  the job's mode (its row FOR KEY SHARE); by ranges (claim_ranges.py):
+        |              the batch's keys in one row, or KeysNeeded; by key: lock the chunks whose
+        |              counters move, lock + verify the claims the plan relied on, COPY the new
+        |              ones in (all of them, or ClaimsChanged), take the displaced ones over
         ...            rows, dead letters
     ClaimsChanged -> rolled back; read the claims (find_claims), prepare again, commit again
+    KeysNeeded    -> rolled back; the job's range claims become key claims; commit again
+
+A job starts out claiming by ranges (cheap: integer keys in order, the common case) and claims
+key by key from the first batch that cannot (``claim_ranges.py``); what follows is about claims
+by key, which every range claim is equivalent to.
 
 The first try assumes no claim exists (the common case: unique keys). Chunks run in parallel, so
 a later chunk may load a key before the earlier chunk holding its first occurrence. The earlier
@@ -43,6 +49,8 @@ from typing import NamedTuple
 
 import psycopg
 from psycopg import errors
+
+from parallel_batch.store import claim_ranges
 
 __all__ = [
     "FAILED",
@@ -165,6 +173,14 @@ def apply_claims(
         dead-letters each in its chunk (:func:`displace`).
     :raises ClaimsChanged: when the claims are not what ``plan`` was made from.
     """
+    if not (plan.new or plan.expected or plan.displaced):
+        return []
+    job = claim_ranges.job_claims(conn, job_key)
+    if not job.by_key:
+        if plan.expected or plan.displaced:
+            raise claim_ranges.KeysNeeded("the batch's plan relies on claims seen before")
+        claim_ranges.claim_range(conn, job.job_id, chunk_id, plan.new, outputs)
+        return []
     try:
         displaced_chunks = sorted({claim.chunk_id for claim, _ in plan.displaced.values()})
         if displaced_chunks:
@@ -184,7 +200,7 @@ def apply_claims(
             if found != plan.expected:
                 raise ClaimsChanged("claims changed since the batch was planned")
         if plan.new:
-            _insert(conn, job_key, chunk_id, plan.new, outputs)
+            _insert(conn, job.job_id, chunk_id, plan.new, outputs)
         if plan.displaced:
             keys = sorted(plan.displaced)
             conn.execute(
@@ -208,7 +224,7 @@ def apply_claims(
 
 def _insert(
     conn: psycopg.Connection,
-    job_key: str,
+    job_id: int,
     chunk_id: str,
     new: list[tuple[str, int]],
     outputs: Mapping[str, int],
@@ -216,12 +232,6 @@ def _insert(
     """Insert claims with binary COPY: about twice as fast as INSERT ... ON CONFLICT. A key
     claimed meanwhile fails the COPY with a unique violation. Keys go in sorted, so two commits
     claiming overlapping keys wait for each other instead of deadlocking."""
-    found = conn.execute(
-        "SELECT id FROM parallel_batch.jobs WHERE job_key = %s", (job_key,)
-    ).fetchone()
-    if found is None:
-        raise ValueError(f"no job {job_key!r}")
-    job_id = found[0]
     with conn.cursor() as cur, cur.copy(_COPY) as copy:
         copy.set_types(_COPY_TYPES)
         write_row = copy.write_row
@@ -268,7 +278,9 @@ def forget_if_completed(conn: psycopg.Connection, job_key: str) -> int | None:
 
 
 def delete_job_claims(conn: psycopg.Connection, job_key: str) -> int:
-    """Delete a job's claims (its full refresh starts over, or it completed); returns how many."""
-    return conn.execute(
+    """Delete a job's claims (its full refresh starts over, or it completed); returns how many
+    keys they held. A job claiming by key goes on doing so."""
+    by_key = conn.execute(
         f"DELETE FROM parallel_batch.key_claims WHERE job_id = {_JOB_ID}", (job_key,)
     ).rowcount
+    return by_key + claim_ranges.delete_range_claims(conn, _JOB_ID, job_key)

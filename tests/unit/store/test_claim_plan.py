@@ -28,3 +28,20 @@ def test_claims_of_other_records_decide_by_line() -> None:
         displaced={"9": (later, 15)},
         duplicates={0: ("7", 5)},
     )
+
+
+def test_that_spans_of_integer_keys_keep_jobs_apart() -> None:
+    """Test that a batch's span is its smallest and largest key, that the spans of two jobs
+    never meet (the largest bigint of one job below the smallest of the next), and that keys
+    which are not str() of a bigint have no span."""
+    from parallel_batch.store.claim_ranges import span
+
+    found = span(7, ["5", "-3", "12"])
+    assert found is not None
+    array, low, high = found
+    assert array == "{5,-3,12}" and high - low == 15
+    top = span(1, [str(2**63 - 1)])
+    bottom = span(2, [str(-(2**63))])
+    assert top is not None and bottom is not None and top[2] < bottom[1]
+    for keys in (["007"], ["-0"], ["+1"], ["1,2"], [str(2**63)], ["x"], []):
+        assert span(1, keys) is None, keys

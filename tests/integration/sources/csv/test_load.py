@@ -96,6 +96,40 @@ def test_many_chunks_load_exactly_the_good_records(
     kinds = [error_type for error_type, _ in case.dead.values()]
     assert kinds.count("DuplicateKeyError") == 6 and "InvalidEmailError" in kinds
     check_exact(pg_conn, "many-chunks", case)
+    assert claims_by_key(pg_conn, "many-chunks")  # 10, 1234... again in later chunks
+
+
+def test_unique_ids_in_order_are_claimed_by_ranges_only(
+    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path
+) -> None:
+    """Test that a file of unique ids in order, in chunks side by side, loads exactly with a
+    claim per batch and none per record (the job never needs claims by key); the same file with
+    one id again near its end needs them, and the first occurrence is the one loaded."""
+    case = customers_csv(tmp_path / "customers.csv", 2_000)
+    spec = customers_spec(pg_url, case.path, batch_rows=100)
+    job = plan(pg_url, "ranges", spec, chunks=4)
+
+    summaries = run(pg_url, job, spec, reverse=True)
+
+    assert all(s.reconciles for s in summaries)
+    check_exact(pg_conn, "ranges", case)
+    assert not claims_by_key(pg_conn, "ranges")
+
+    pg_conn.execute("TRUNCATE demo.customers")
+    again = customers_csv(tmp_path / "again.csv", 2_000, duplicates={5: 1990})
+    spec = customers_spec(pg_url, again.path, batch_rows=100)
+    run(pg_url, plan(pg_url, "again", spec, chunks=4), spec, reverse=True)
+    check_exact(pg_conn, "again", again)
+    assert claims_by_key(pg_conn, "again")
+
+
+def claims_by_key(conn: psycopg.Connection, job_key: str) -> bool:
+    """Whether the job went over to claiming its keys one by one."""
+    row = conn.execute(
+        "SELECT claims_by_key FROM parallel_batch.jobs WHERE job_key = %s", (job_key,)
+    ).fetchone()
+    assert row is not None
+    return bool(row[0])
 
 
 def test_later_chunks_first_still_load_the_first_occurrence(
@@ -163,8 +197,11 @@ def test_rerun_new_job_and_full_refresh(
     assert [s.skipped for s in summaries] == [False, False]
     assert len(refreshed.plan) == 2
     check_exact(pg_conn, "first", case)
-    claims = pg_conn.execute("SELECT count(*) FROM parallel_batch.key_claims").fetchone()
-    assert claims == (0,)  # deleted as each job's last chunk completed
+    claims = pg_conn.execute(
+        "SELECT (SELECT count(*) FROM parallel_batch.key_claims),"
+        " (SELECT count(*) FROM parallel_batch.range_claims)"
+    ).fetchone()
+    assert claims == (0, 0)  # deleted as each job's last chunk completed
 
 
 def test_values_the_target_refuses_are_dead_letters(
@@ -205,6 +242,39 @@ def test_values_the_target_refuses_are_dead_letters(
         "SELECT payload FROM parallel_batch.dead_letters WHERE line_number = 6"
     ).fetchone()
     assert payload is not None and payload[0]["note"] == "a \\u0000 b"  # kept, NUL escaped
+
+
+def test_a_refused_record_displaced_by_an_earlier_one_is_counted_once(
+    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path
+) -> None:
+    """Test that a record the target refused, whose id an earlier chunk holds too, stays one
+    failure of its chunk when the earlier chunk (run after it) takes the id over: its claim
+    says it failed, so its chunk's written count does not move."""
+    pg_conn.execute("ALTER TABLE demo.customers ADD CHECK (amount <> 13.13)")
+    path = tmp_path / "customers.csv"
+    path.write_bytes(
+        b"id,name,email,amount,note,created_at\r\n"
+        b"1,Ann,ann@example.com,1.00,,2024-01-01T00:00:00+00:00\r\n"
+        b"6,Bob,bob@example.com,2.00,,2024-01-01T00:00:00+00:00\r\n"
+        b"3,Cy,cy@example.com,3.00,,2024-01-01T00:00:00+00:00\r\n"
+        b"4,Di,di@example.com,4.00,,2024-01-01T00:00:00+00:00\r\n"
+        b"6,Ed,ed@example.com,13.13,,2024-01-01T00:00:00+00:00\r\n"
+        b"7,Flo,flo@example.com,7.00,,2024-01-01T00:00:00+00:00\r\n"
+    )
+    spec = customers_spec(pg_url, path)
+    job = plan(pg_url, "refused-twice", spec, chunks=2)
+
+    summaries = run(pg_url, job, spec, reverse=True)  # the chunk with the refused record first
+
+    assert sorted(s.rows_read for s in summaries) == [3, 3]
+    assert [r[0] for r in target_rows(pg_conn)] == [1, 3, 4, 6, 7]
+    assert dict(pg_conn.execute("SELECT id, amount::text FROM demo.customers"))[6] == "2.00"
+    assert list(dead_letters(pg_conn, "refused-twice")) == [6]
+    totals = pg_conn.execute(
+        "SELECT sum(rows_read)::int, sum(rows_written)::int, sum(rows_failed)::int"
+        " FROM parallel_batch.chunks WHERE job_key = 'refused-twice'"
+    ).fetchone()
+    assert totals == (6, 5, 1)
 
 
 def test_bad_files_and_changed_files_are_configuration_errors(
