@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from parallel_batch.core.planning import stored_spec
+from parallel_batch.core.runner import run_chunk
 from parallel_batch.engine.pool import WorkerPool
 from parallel_batch.exceptions import ConfigurationError
 from parallel_batch.sources import source_from_dict
@@ -121,6 +123,30 @@ def test_unique_ids_in_order_are_claimed_by_ranges_only(
     run(pg_url, plan(pg_url, "again", spec, chunks=4), spec, reverse=True)
     check_exact(pg_conn, "again", again)
     assert claims_by_key(pg_conn, "again")
+
+
+def test_chunks_side_by_side_sharing_ids_load_exactly(
+    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path, small_batches: None
+) -> None:
+    """Test that chunks committing at the same time, whose ids meet (duplicates of early ids
+    near the end, some before their first occurrence), give the exact outcome whatever the
+    order of their commits: range claims in flight, the move to key claims, displacement."""
+    duplicates = {**dict.fromkeys(range(40, 400, 9)), 2900: 120, 1500: 30, 35: 2950}
+    case = customers_csv(tmp_path / "customers.csv", 3_000, duplicates=duplicates)
+    spec = customers_spec(pg_url, case.path, batch_rows=40)
+    for attempt in range(3):
+        pg_conn.execute("TRUNCATE demo.customers")
+        job = plan(pg_url, f"side-by-side-{attempt}", spec, chunks=4)
+        with ThreadPoolExecutor(len(job.plan)) as threads:
+            summaries = list(
+                threads.map(
+                    lambda entry, key=job.job_key: run_chunk(spec, key, entry, conninfo=pg_url),
+                    job.plan,
+                )
+            )
+        assert len(summaries) == 4 and all(not s.skipped for s in summaries)
+        check_exact(pg_conn, job.job_key, case, any_earlier_duplicate=True)
+        assert claims_by_key(pg_conn, job.job_key)
 
 
 def claims_by_key(conn: psycopg.Connection, job_key: str) -> bool:
