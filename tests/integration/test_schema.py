@@ -191,14 +191,7 @@ def test_that_version_2_upgrades_its_claims_to_job_numbers(
     a key claimed before the upgrade refuses a second claim of it in the same job."""
     from parallel_batch.store import claims
 
-    with monkeypatch.context() as patch:
-        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:2])
-        patch.setattr(schema, "LATEST_VERSION", 2)
-        assert ensure_schema(pg_conn) == 2
-    for job in ("a", "b"):
-        pg_conn.execute(
-            "INSERT INTO parallel_batch.jobs (job_key, kind) VALUES (%s, 'csv')", (job,)
-        )
+    _jobs_at_version(pg_conn, monkeypatch, 2, ["a", "b"])
     pg_conn.execute(
         "INSERT INTO parallel_batch.key_claims (job_key, item_key, line_number, chunk_id, outputs)"
         " VALUES ('a', '1', 2, 'c0', 1), ('a', '2', 3, 'c0', 0), ('b', '1', 9, 'c1', -1)"
@@ -232,14 +225,7 @@ def test_that_version_3_upgrades_a_job_with_key_claims_to_claim_by_key(
     claims by ranges."""
     from parallel_batch.store import claims
 
-    with monkeypatch.context() as patch:
-        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:3])
-        patch.setattr(schema, "LATEST_VERSION", 3)
-        assert ensure_schema(pg_conn) == 3
-    for job in ("half", "fresh"):
-        pg_conn.execute(
-            "INSERT INTO parallel_batch.jobs (job_key, kind) VALUES (%s, 'csv')", (job,)
-        )
+    _jobs_at_version(pg_conn, monkeypatch, 3, ["half", "fresh"])
     pg_conn.execute(
         "INSERT INTO parallel_batch.key_claims (job_id, item_key, line_number, chunk_id)"
         " SELECT id, '5', 2, 'c0' FROM parallel_batch.jobs WHERE job_key = 'half'"
@@ -253,3 +239,15 @@ def test_that_version_3_upgrades_a_job_with_key_claims_to_claim_by_key(
     with pg_conn.transaction():
         claims.apply_claims(pg_conn, "fresh", "c1", claims.plan_claims(["5"], [9], {}), {})
     assert pg_conn.execute("SELECT count(*) FROM parallel_batch.range_claims").fetchone() == (1,)
+
+
+def _jobs_at_version(
+    conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch, version: int, jobs: list[str]
+) -> None:
+    """The schema as the migrations up to ``version`` leave it, with CSV jobs ``jobs``."""
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:version])
+        patch.setattr(schema, "LATEST_VERSION", version)
+        assert ensure_schema(conn) == version
+    for job in jobs:
+        conn.execute("INSERT INTO parallel_batch.jobs (job_key, kind) VALUES (%s, 'csv')", (job,))

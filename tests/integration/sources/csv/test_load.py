@@ -149,6 +149,18 @@ def test_chunks_side_by_side_sharing_ids_load_exactly(
         assert claims_by_key(pg_conn, job.job_key)
 
 
+def small_file(tmp_path: Path, records: list[tuple[int, str, str, str]]) -> Path:
+    """A customers file of ``(id, name, amount, note)`` records (email ``name@example.com``,
+    one timestamp), CRLF line endings."""
+    lines = [
+        f"{key},{name},{name.lower()}@example.com,{amount},{note},2024-01-01T00:00:00+00:00"
+        for key, name, amount, note in records
+    ]
+    path = tmp_path / "customers.csv"
+    path.write_bytes("\r\n".join(["id,name,email,amount,note,created_at", *lines, ""]).encode())
+    return path
+
+
 def claims_by_key(conn: psycopg.Connection, job_key: str) -> bool:
     """Whether the job went over to claiming its keys one by one."""
     row = conn.execute(
@@ -235,16 +247,17 @@ def test_values_the_target_refuses_are_dead_letters(
 ) -> None:
     """Test that out-of-range, over-precise, NUL and constraint-violating values dead-letter alone."""
     pg_conn.execute("ALTER TABLE demo.customers ADD CHECK (amount <> 13.13)")
-    path = tmp_path / "customers.csv"
-    path.write_bytes(
-        b"id,name,email,amount,note,created_at\r\n"
-        b"1,Ann,ann@example.com,1.00,,2024-01-01T00:00:00+00:00\r\n"
-        b"2,Bob,bob@example.com,12345678901.00,,2024-01-01T00:00:00+00:00\r\n"
-        b"3,Cy,cy@example.com,1.005,,2024-01-01T00:00:00+00:00\r\n"
-        b"4,Di,di@example.com,1.500,,2024-01-01T00:00:00+00:00\r\n"
-        b'5,Ed,ed@example.com,2.00,"a \x00 b",2024-01-01T00:00:00+00:00\r\n'
-        b"6,Flo,flo@example.com,13.13,,2024-01-01T00:00:00+00:00\r\n"
-        b"7,Gus,gus@example.com,7.00,,2024-01-01T00:00:00+00:00\r\n"
+    path = small_file(
+        tmp_path,
+        [
+            (1, "Ann", "1.00", ""),
+            (2, "Bob", "12345678901.00", ""),
+            (3, "Cy", "1.005", ""),
+            (4, "Di", "1.500", ""),
+            (5, "Ed", "2.00", '"a \x00 b"'),
+            (6, "Flo", "13.13", ""),
+            (7, "Gus", "7.00", ""),
+        ],
     )
     spec = customers_spec(pg_url, path)
     job = plan(pg_url, "refused", spec, chunks=1)
@@ -277,15 +290,16 @@ def test_a_refused_record_displaced_by_an_earlier_one_is_counted_once(
     failure of its chunk when the earlier chunk (run after it) takes the id over: its claim
     says it failed, so its chunk's written count does not move."""
     pg_conn.execute("ALTER TABLE demo.customers ADD CHECK (amount <> 13.13)")
-    path = tmp_path / "customers.csv"
-    path.write_bytes(
-        b"id,name,email,amount,note,created_at\r\n"
-        b"1,Ann,ann@example.com,1.00,,2024-01-01T00:00:00+00:00\r\n"
-        b"6,Bob,bob@example.com,2.00,,2024-01-01T00:00:00+00:00\r\n"
-        b"3,Cy,cy@example.com,3.00,,2024-01-01T00:00:00+00:00\r\n"
-        b"4,Di,di@example.com,4.00,,2024-01-01T00:00:00+00:00\r\n"
-        b"6,Ed,ed@example.com,13.13,,2024-01-01T00:00:00+00:00\r\n"
-        b"7,Flo,flo@example.com,7.00,,2024-01-01T00:00:00+00:00\r\n"
+    path = small_file(
+        tmp_path,
+        [
+            (1, "Ann", "1.00", ""),
+            (6, "Bob", "2.00", ""),
+            (3, "Cy", "3.00", ""),
+            (4, "Di", "4.00", ""),
+            (6, "Ed", "13.13", ""),
+            (7, "Flo", "7.00", ""),
+        ],
     )
     spec = customers_spec(pg_url, path)
     job = plan(pg_url, "refused-twice", spec, chunks=2)
