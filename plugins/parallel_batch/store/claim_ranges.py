@@ -167,11 +167,11 @@ def to_keys(conn: psycopg.Connection, job_key: str) -> int:
     return moved
 
 
-def delete_range_claims(conn: psycopg.Connection, job_id_sql: str, job_key: str) -> int:
+def delete_range_claims(conn: psycopg.Connection, job_key: str) -> int:
     """Delete a job's range claims; returns how many keys they held."""
     found = conn.execute(
-        "WITH gone AS (DELETE FROM parallel_batch.range_claims"
-        f" WHERE job_id = {job_id_sql} RETURNING cardinality(keys) AS n)"
+        "WITH gone AS (DELETE FROM parallel_batch.range_claims r USING parallel_batch.jobs j"
+        " WHERE r.job_id = j.id AND j.job_key = %s RETURNING cardinality(r.keys) AS n)"
         " SELECT coalesce(sum(n), 0) FROM gone",
         (job_key,),
     ).fetchone()

@@ -283,4 +283,4 @@ def delete_job_claims(conn: psycopg.Connection, job_key: str) -> int:
     by_key = conn.execute(
         f"DELETE FROM parallel_batch.key_claims WHERE job_id = {_JOB_ID}", (job_key,)
     ).rowcount
-    return by_key + claim_ranges.delete_range_claims(conn, _JOB_ID, job_key)
+    return by_key + claim_ranges.delete_range_claims(conn, job_key)
