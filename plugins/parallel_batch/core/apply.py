@@ -32,7 +32,7 @@ from parallel_batch.engine.limiter import ConcurrencyLimiter
 from parallel_batch.engine.policy import RetryPolicy
 from parallel_batch.engine.retry import FailedItem, acall_with_retries
 from parallel_batch.exceptions import TransformOutputError
-from parallel_batch.store.copy_data import CopyEncoder
+from parallel_batch.store.copy_data import CopyData, CopyEncoder
 
 __all__ = ["Applier", "RetriedError", "UnitOutput"]
 
@@ -145,24 +145,28 @@ class Applier:
 
     def _whole(
         self,
-        outputs: list[Row],
+        outputs: list[Row] | CopyData,
         unit: Unit,
         owners: Sequence[int] | None,
         *,
         one_to_one: bool = True,
     ) -> UnitOutput:
-        """Check and encode a unit's outputs. ``owners``: each output's source row index, for a
-        kind that may filter or fan out (None: one output per source row when ``one_to_one``,
-        else unknown; ``range(*unit)``: one output per source row)."""
+        """Check and encode a unit's outputs (or take them encoded: not with ``keep_rows``).
+        ``owners``: each output's source row index, for a kind that may filter or fan out
+        (None: one output per source row when ``one_to_one``, else unknown; ``range(*unit)``:
+        one output per source row)."""
         if owners == range(*unit):
             owners, one_to_one = None, True
-        self.target.check_rows(outputs)
-        try:
-            data = self._encoder.encode(outputs)
-        except Exception as exc:
-            if len(outputs) == 1:  # the row at fault, once isolated: say which column
-                raise self.target.explain(outputs[0], exc) from exc
-            raise
+        if isinstance(outputs, CopyData):
+            data = outputs
+        else:
+            self.target.check_rows(outputs)
+            try:
+                data = self._encoder.encode(outputs)
+            except Exception as exc:
+                if len(outputs) == 1:  # the row at fault, once isolated: say which column
+                    raise self.target.explain(outputs[0], exc) from exc
+                raise
         n_in, n_out = unit[1] - unit[0], len(outputs)
         counts = None  # claims take None as one output per source row
         filtered, fanout = max(n_in - n_out, 0), max(n_out - n_in, 0)  # net, sources unknown
@@ -179,7 +183,7 @@ class Applier:
             filtered=filtered,
             fanout=fanout,
             counts=counts,
-            rows=outputs if self.keep_rows else None,
+            rows=outputs if self.keep_rows and not isinstance(outputs, CopyData) else None,
             owners=list(owners) if self.keep_rows and owners is not None else None,
         )
 
@@ -202,10 +206,14 @@ class Applier:
         return Attempted(self._whole(outputs, unit, None))
 
     def _dataframe(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
-        from parallel_batch.core.frames import frame_in, frame_out
+        from parallel_batch.core.frames import frame_copy, frame_in, frame_out
 
         assert self.fn is not None
         result = self.fn(frame_in(rows, unit, self.columns))
+        if not self.keep_rows:  # a diagnosis needs the rows as Python values
+            encoded = frame_copy(result, unit, self.target)
+            if encoded is not None:
+                return Attempted(self._whole(encoded[0], unit, encoded[1], one_to_one=False))
         outputs, owners = frame_out(result, unit, self.target)
         return Attempted(self._whole(outputs, unit, owners, one_to_one=False))
 

@@ -8,6 +8,8 @@
             values become Python objects (NaN, NaT, None, pd.NA -> NULL) in target column order
     owners: the result's index, when it still points at input rows (filters, explode and assign
             keep it), so that claims know which input row each output came from
+    frame_copy: numbers, booleans and timestamps straight to binary COPY bytes with NumPy
+            (frame_copy.py), when no Python row is needed (not for a refused write's diagnosis)
 
 pandas is imported only here, in the processes that run a dataframe transform.
 """
@@ -22,11 +24,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psycopg
 
+from parallel_batch.core.frame_copy import encode_frame
 from parallel_batch.core.target import Target
 from parallel_batch.exceptions import TransformOutputError
+from parallel_batch.store.copy_data import CopyData
 
-__all__ = ["frame_in", "frame_out"]
+__all__ = ["frame_copy", "frame_in", "frame_out"]
 
 Row = tuple[Any, ...]
 
@@ -49,6 +54,25 @@ _ACCEPTS: dict[str, frozenset[str] | None] = {
     "O": None,
     "U": None,
     "S": None,
+}
+# The SQL names of the base types whose dtypes are checked, by oid (the target's COPY format
+# carries a domain's base type oid).
+_BASE_TYPES = {
+    psycopg.adapters.types[pg].oid: sql_name
+    for pg, sql_name in {
+        "int2": "smallint",
+        "int4": "integer",
+        "int8": "bigint",
+        "float4": "real",
+        "float8": "double precision",
+        "numeric": "numeric",
+        "bool": "boolean",
+        "timestamptz": "timestamp with time zone",
+        "timestamp": "timestamp without time zone",
+        "date": "date",
+        "interval": "interval",
+        "text": "text",
+    }.items()
 }
 _HINTS = {
     ("f", "int"): " (pandas makes integers with gaps float64: use .astype('Int64'))",
@@ -131,6 +155,31 @@ def frame_out(
     :raises TransformOutputError: for a result that is not a DataFrame, a column that is not
         written to the target, or a dtype its target column cannot take (naming the column).
     """
+    types = _checked(result, target)
+    n = len(result)
+    columns = [
+        _values(result[name], types[name]) if name in result.columns else [None] * n
+        for name in target.columns
+    ]
+    rows: list[Row] = list(zip(*columns, strict=True)) if n else []
+    return rows, _owners(result, unit)
+
+
+def frame_copy(
+    result: Any, unit: tuple[int, int], target: Target
+) -> tuple[CopyData, Sequence[int] | None] | None:
+    """The transform's DataFrame encoded for the target's COPY a column at a time, and its
+    owners (as :func:`frame_out`); None when a column needs the general way (``frame_copy``).
+
+    :raises TransformOutputError: as :func:`frame_out`.
+    """
+    _checked(result, target)
+    data = encode_frame(result, target.columns, target.copy)
+    return None if data is None else (data, _owners(result, unit))
+
+
+def _checked(result: Any, target: Target) -> dict[str, str]:
+    """Check the result's type, columns and dtypes; return the target's column types by name."""
     if not isinstance(result, pd.DataFrame):
         raise TransformOutputError(
             f"the transform returned a {type(result).__name__}; a 'dataframe' transform returns "
@@ -139,28 +188,31 @@ def frame_out(
     names = [str(c) for c in result.columns]
     if len(set(names)) != len(names):
         raise TransformOutputError(f"the transform's DataFrame has duplicate columns: {names}")
-    types = dict(zip(target.columns, target.types, strict=True))
+    types = {
+        name: _BASE_TYPES.get(oid, declared)  # a domain is checked as its base type
+        for name, declared, oid in zip(
+            target.columns, target.types, target.copy.type_oids, strict=True
+        )
+    }
     unknown = [n for n in names if n not in types]
     if unknown:
         raise TransformOutputError(
             f"column {unknown[0]!r} is not a column written to {target.table} "
             f"(columns: {', '.join(target.columns)})"
         )
-    n = len(result)
-    if n:  # an empty column has a dtype but no value to write
+    if len(result):  # an empty column has a dtype but no value to write
         for name in names:
             _check(name, result[name], types[name], target.table)
-    columns = [
-        _values(result[name], types[name]) if name in result.columns else [None] * n
-        for name in target.columns
-    ]
-    rows: list[Row] = list(zip(*columns, strict=True)) if n else []
+    return types
+
+
+def _owners(result: pd.DataFrame, unit: tuple[int, int]) -> Sequence[int] | None:
+    """Each output row's input row, when the result's index still says it (None: unknown)."""
     index = result.index
     if isinstance(index, pd.RangeIndex) and index.equals(pd.RangeIndex(*unit)):
-        return rows, range(*unit)  # one output per input row, in order (assign, arithmetic...)
-    owners: list[int] | None = None
+        return range(*unit)  # one output per input row, in order (assign, arithmetic...)
     if pd.api.types.is_integer_dtype(index.dtype) and (
-        n == 0 or (index.min() >= unit[0] and index.max() < unit[1])
+        len(result) == 0 or (index.min() >= unit[0] and index.max() < unit[1])
     ):
-        owners = index.tolist()
-    return rows, owners
+        return list(index.tolist())
+    return None

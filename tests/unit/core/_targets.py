@@ -16,6 +16,8 @@ _OIDS = {
     "numeric(5,0)": "numeric",
     "timestamp with time zone": "timestamptz",
     "double precision": "float8",
+    "real": "float4",
+    "timestamp without time zone": "timestamp",
     "boolean": "bool",
     "date": "date",
 }

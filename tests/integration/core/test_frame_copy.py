@@ -1,0 +1,64 @@
+"""Tests of a dataframe result written by binary COPY from bytes NumPy made (core.frame_copy)
+on the real server: what the table holds, NULLs and a domain included, as the general way."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import psycopg
+
+from parallel_batch.core.frames import frame_copy, frame_out
+from parallel_batch.core.target import Target
+from parallel_batch.store.copy_data import CopyEncoder
+from parallel_batch.store.writer import write_rows
+
+T0 = dt.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
+COLUMNS = "id bigint PRIMARY KEY, small smallint, mid positive, ratio float8, single real, " + (
+    "flag boolean, at timestamptz, naive timestamp, note text"
+)
+
+
+def test_that_numpy_bytes_write_the_rows_the_general_way_writes(
+    pg_conn: psycopg.Connection,
+) -> None:
+    """Test that a frame of every type it encodes, with NULLs, into a table with a domain
+    column and a column the frame leaves out, is written as the general way writes it."""
+    pg_conn.execute("CREATE DOMAIN positive AS integer CHECK (VALUE > 0)")
+    for table in ("fast", "general"):
+        pg_conn.execute(f"CREATE TABLE {table} ({COLUMNS})")
+    n = 1_000
+    ids = np.arange(n, dtype=np.int64) - 500
+    df = pd.DataFrame(
+        {
+            "id": ids * 2**40,
+            "small": pd.array(np.where(ids % 7 == 0, None, ids), dtype="Int16"),
+            "mid": pd.array(np.where(ids % 5 == 0, None, np.abs(ids) + 1), dtype="Int64"),
+            "ratio": np.where(ids % 3 == 0, np.nan, ids / 3),
+            "single": ids.astype(np.float32) / 7,
+            "flag": pd.array(np.where(ids % 4 == 0, None, ids % 2 == 0), dtype="boolean"),
+            "at": pd.Series(pd.to_datetime(T0) + pd.to_timedelta(ids * 86_399_999_999, "us")),
+            "naive": pd.Series(pd.Timestamp(2000, 1, 1) + pd.to_timedelta(ids, "s")),
+        }
+    )
+    df.loc[ids % 6 == 0, "at"] = pd.NaT
+    pg_conn.autocommit = False
+    fast = Target.resolve(pg_conn, "fast")
+    encoded = frame_copy(df, (0, n), fast)
+    assert encoded is not None  # every column NumPy can encode (the domain by its base type)
+    write_rows(pg_conn, "fast", fast.columns, encoded[0], mode="copy")
+    general = Target.resolve(pg_conn, "general")
+    rows, _ = frame_out(df, (0, n), general)
+    write_rows(
+        pg_conn, "general", general.columns, CopyEncoder(general.copy).encode(rows), mode="copy"
+    )
+    pg_conn.commit()
+    differ = pg_conn.execute(
+        "SELECT (SELECT count(*) FROM (TABLE fast EXCEPT TABLE general) a),"
+        " (SELECT count(*) FROM (TABLE general EXCEPT TABLE fast) b),"
+        " (SELECT count(*) FROM fast),"
+        " (SELECT count(*) FROM fast WHERE small IS NULL AND mid IS NULL AND at IS NULL"
+        "  AND ratio IS NULL AND flag IS NULL AND note IS NULL)"
+    ).fetchone()
+    assert differ == (0, 0, n, len([i for i in ids if i % 420 == 0]))
