@@ -116,7 +116,7 @@ class Applier:
                 else (lambda row: (pick(row),))
             )
         attempts = {"rows": self._rows, "batch": self._batch, "dataframe": self._dataframe}
-        self.attempt: Callable[[list[Row], Unit], Attempted[Unit, UnitOutput]] = (
+        self.attempt: Callable[[Sequence[Row], Unit], Attempted[Unit, UnitOutput]] = (
             self._identity
             if self.fn is None
             else self._async
@@ -187,14 +187,14 @@ class Applier:
             owners=list(owners) if self.keep_rows and owners is not None else None,
         )
 
-    def _identity(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
-        part = rows[unit[0] : unit[1]]
+    def _identity(self, rows: Sequence[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
+        part = _part(rows, unit)
         outputs = part if self._pick is None else list(map(self._pick, part))
         return Attempted(self._whole(outputs, unit, None))
 
-    def _batch(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
+    def _batch(self, rows: Sequence[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
         assert self.fn is not None
-        part = rows[unit[0] : unit[1]]
+        part = _part(rows, unit)
         outputs = self.fn(part)
         if not isinstance(outputs, list) or len(outputs) != len(part):
             got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
@@ -205,7 +205,7 @@ class Applier:
             )
         return Attempted(self._whole(outputs, unit, None))
 
-    def _dataframe(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
+    def _dataframe(self, rows: Sequence[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
         from parallel_batch.core.frames import frame_copy, frame_in, frame_out
 
         assert self.fn is not None
@@ -219,7 +219,7 @@ class Applier:
 
     # ---- row by row -----------------------------------------------------------------------
 
-    def _rows(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
+    def _rows(self, rows: Sequence[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
         fn, columns = self.fn, self.columns
         assert fn is not None
         start, stop = unit
@@ -233,12 +233,12 @@ class Applier:
                 results.append(exc)
         return self._collect(unit, results)
 
-    def _async(self, rows: list[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
+    def _async(self, rows: Sequence[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
         return self._collect(unit, self._loop.run_until_complete(self._gather(rows, unit)))
 
-    async def _gather(self, rows: list[Row], unit: Unit) -> list[Any]:
+    async def _gather(self, rows: Sequence[Row], unit: Unit) -> list[Any]:
         fn, columns, policy = self.fn, self.columns, self.spec.retry
         assert fn is not None
         limiter = ConcurrencyLimiter(self.spec.concurrency)
@@ -369,3 +369,9 @@ class Applier:
             return self._pick_out(values)
         except KeyError:  # a column the dict leaves out is NULL
             return tuple(map(values.get, self.target.columns))
+
+
+def _part(rows: Sequence[Row], unit: Unit) -> list[Row]:
+    """The unit's rows as a list (a list's slice is one already)."""
+    part = rows[unit[0] : unit[1]]
+    return part if isinstance(part, list) else list(part)

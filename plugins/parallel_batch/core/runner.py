@@ -149,7 +149,8 @@ def process_chunk(
     )
     try:
         target = spec.resolve_target(store.conn)
-        reader = spec.source.chunk_reader(source_conninfo, entry)
+        frames = spec.transform.kind == "dataframe"
+        reader = spec.source.chunk_reader(source_conninfo, entry, frames=frames)
         try:
             _check_refresh(lease, reader.owned(), target, same_db)
             work = BatchWork(reader, spec.transform, target, spec.dedup_key)

@@ -40,7 +40,7 @@ class ReadBatch:
     :param keys: each row's dead-letter key, when the reader has them at hand (a replay).
     """
 
-    rows: list[Row]
+    rows: Sequence[Row]
     lines: list[int] | None = None
     errors: list[DeadLetter] = field(default_factory=list)
     keys: list[str] | None = None
@@ -150,8 +150,11 @@ class Source(Protocol):
         """Split the source into chunks: JSON entries with a ``chunk_id`` (its range) and ``rows``."""
         ...
 
-    def chunk_reader(self, conninfo: str | None, entry: dict[str, Any]) -> ChunkReader:
-        """The reader of one chunk of the plan."""
+    def chunk_reader(
+        self, conninfo: str | None, entry: dict[str, Any], *, frames: bool = False
+    ) -> ChunkReader:
+        """The reader of one chunk of the plan. ``frames``: its batches go to a dataframe
+        transform; a reader that can read them as columns does (``FrameRows``)."""
         ...
 
     def replay_rows(

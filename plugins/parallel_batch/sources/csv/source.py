@@ -285,7 +285,9 @@ class CsvSource:
                 continue
         return rows
 
-    def chunk_reader(self, conninfo: str | None, entry: dict[str, Any]) -> CsvChunkReader:
+    def chunk_reader(
+        self, conninfo: str | None, entry: dict[str, Any], *, frames: bool = False
+    ) -> CsvChunkReader:
         if self.identity is not None:
             self.identity.check(self.path, self.storage_options)
         return CsvChunkReader(

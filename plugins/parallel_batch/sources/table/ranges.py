@@ -29,9 +29,11 @@ from typing import Any, NamedTuple
 import psycopg
 from psycopg import sql
 
+from parallel_batch.core.frame_rows import FrameRows
+from parallel_batch.sources.table.columns import column_kinds, columns_select, read_frame
 from parallel_batch.sources.table.planner import RowFilter, TableChunk
 from parallel_batch.sources.table.reader import binary_results
-from parallel_batch.store.catalog import JSONKey, key_to_json, key_type
+from parallel_batch.store.catalog import JSONKey, column_types, key_to_json, key_type
 from parallel_batch.store.identifiers import column_sql, columns_sql, table_sql
 
 __all__ = ["BatchRange", "RangeReader"]
@@ -80,6 +82,9 @@ class RangeReader:
     params: dict[str, Any] = field(hash=False)
     binary: bool
     key_index: int
+    columns: tuple[str, ...] = ()
+    frame_sql: _Statement | None = None
+    kinds: tuple[str, ...] = ()
 
     @classmethod
     def build(
@@ -130,6 +135,15 @@ class RangeReader:
 
         rows = sql.SQL("SELECT {} FROM {}").format(columns_sql(columns), source)
         keys = sql.SQL("SELECT {} FROM {}").format(key, source)
+        types = [psycopg.adapters.types.get(c.oid) for c in column_types(conn, table, columns)]
+        names = [info.name if info is not None else "" for info in types]
+        key_index = list(columns).index(key_column)
+        kinds = column_kinds(names, key_index)
+        frame_sql = None
+        if kinds is not None:  # the batch's rows aggregated into one array per column
+            inner = statement(rows, in_range, "")
+            head = columns_select(columns, names, kinds).as_string(conn) + " FROM ("
+            frame_sql = _Statement(*(head + part + ") AS batch" for part in inner))
         return cls(
             rows_sql=statement(rows, in_range, ""),
             keys_sql=statement(keys, in_range, ""),
@@ -137,7 +151,10 @@ class RangeReader:
             last_sql=statement(keys, in_chunk, " LIMIT %(batch_rows)s"),
             params=params,
             binary=binary_results(conn, table, columns),
-            key_index=list(columns).index(key_column),
+            key_index=key_index,
+            columns=tuple(columns),
+            frame_sql=frame_sql,
+            kinds=kinds or (),
         )
 
     def _params(self, lower: JSONKey | None, **extra: Any) -> dict[str, Any]:
@@ -176,6 +193,15 @@ class RangeReader:
         params = self._params(batch.lower, upper=batch.upper)
         with conn.cursor(binary=self.binary) as cur:
             return cur.execute(self.rows_sql.pick(batch.lower), params, prepare=False).fetchall()
+
+    def frame(self, conn: psycopg.Connection, batch: BatchRange) -> FrameRows | None:
+        """Read the rows of ``batch`` as columns (``columns.read_frame``); None when the table
+        cannot be read so (see ``columns.column_kinds``)."""
+        if self.frame_sql is None:
+            return None
+        params = self._params(batch.lower, upper=batch.upper)
+        statement = self.frame_sql.pick(batch.lower)
+        return read_frame(conn, statement, params, self.columns, self.kinds, self.key_index)
 
     def keys(self, conn: psycopg.Connection, batch: BatchRange) -> list[JSONKey]:
         """Read the keys of ``batch``, in order."""

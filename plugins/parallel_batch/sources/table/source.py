@@ -179,7 +179,9 @@ class TableSource:
                 rows = conn.execute(query, ([letter.item_key for letter in letters],)).fetchall()
         return {str(key_to_json(row[key_index])): row for row in rows}
 
-    def chunk_reader(self, conninfo: str | None, entry: dict[str, Any]) -> TableChunkReader:
+    def chunk_reader(
+        self, conninfo: str | None, entry: dict[str, Any], *, frames: bool = False
+    ) -> TableChunkReader:
         if conninfo is None:
             raise ValueError("a table source needs its database's conninfo")
         if not self.columns:
@@ -201,7 +203,7 @@ class TableSource:
             chunk.upper,
             None if row_filter is None else (row_filter.column, row_filter.start, row_filter.end),
         )
-        return TableChunkReader(conninfo, self.columns, statements, chunk.lower, owned)
+        return TableChunkReader(conninfo, self.columns, statements, chunk.lower, owned, frames)
 
 
 _INTERVAL_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
@@ -227,6 +229,8 @@ class TableChunkReader:
     :param statements: the chunk's statements.
     :param start: the chunk's lower bound (exclusive; None from the first key).
     :param keys: the source rows the chunk owns (a full refresh deletes their earlier output).
+    :param frames: read batches as columns when the table allows it (a dataframe transform:
+        ``ReadBatch.rows`` is then a :class:`~parallel_batch.core.frame_rows.FrameRows`).
     """
 
     conninfo: str
@@ -234,13 +238,19 @@ class TableChunkReader:
     statements: RangeReader
     start: JSONKey | None
     keys: KeyRange
+    frames: bool = False
 
     def batches(self, after: Any, batch_rows: int) -> Iterator[BatchRange]:
         lower = after if after is not None else self.start
         return self.statements.ranges(reader_connection(self.conninfo), lower, batch_rows)
 
     def read(self, ref: BatchRange) -> ReadBatch:
-        return ReadBatch(self.statements.rows(reader_connection(self.conninfo), ref))
+        conn = reader_connection(self.conninfo)
+        if self.frames:
+            frame = self.statements.frame(conn, ref)
+            if frame is not None:
+                return ReadBatch(frame)
+        return ReadBatch(self.statements.rows(conn, ref))
 
     def split(self, ref: BatchRange, parts: int) -> Sequence[BatchRange] | None:
         return self.statements.split(reader_connection(self.conninfo), ref, parts)
