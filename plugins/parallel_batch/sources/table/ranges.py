@@ -10,7 +10,9 @@ worker process or this one, reads it on a connection of its own::
 
     SELECT <columns> FROM t WHERE key > <lower> AND key <= <upper> [AND <filter>] ORDER BY key
 
-Each is one short statement on an autocommit connection: no snapshot is held between batches.
+(or, for a dataframe transform, that statement aggregated into one array per column:
+``columns.py``). Each is one short statement on an autocommit connection: no snapshot is held
+between batches.
 Since a batch is a range rather than rows in hand, several workers read and transform batches
 at once, the parent never decodes a source row, and a batch's checkpoint is its upper key. A
 batch that kills its worker is cut into smaller ranges by its keys (:meth:`RangeReader.split`).

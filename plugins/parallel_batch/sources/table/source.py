@@ -7,7 +7,8 @@
         chunk_reader()    -> TableChunkReader: the chunk's statements (ranges.RangeReader)
             batches(after)    batch ranges after the checkpoint key, one index scan each
             read(ref)         SELECT ... WHERE key > lower AND key <= upper, on this process's
-                              own connection (a pool worker keeps one, opened on first use)
+                              own connection (a pool worker keeps one, opened on first use);
+                              for a dataframe transform one array per column (columns.py)
             split(ref, k)     a range cut into k ranges of equal rows
 
 Every statement is short and autocommit: no snapshot is held between batches.
