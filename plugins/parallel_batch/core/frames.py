@@ -113,10 +113,10 @@ def _base(type_name: str) -> str:
     return type_name.split("(")[0].strip()
 
 
-def _check(name: str, series: pd.Series, type_name: str, table: str) -> None:
+def _check(name: str, series: pd.Series, type_name: str, base: str, table: str) -> None:
+    """Refuse a dtype the column's base type cannot take, naming the column's declared type."""
     kind = getattr(series.dtype, "kind", "O")
     accepted = _ACCEPTS.get(kind)
-    base = _base(type_name)
     if accepted is None or base in accepted or (kind != "O" and base == "text" and kind in "iufb"):
         return
     hint = ""
@@ -182,7 +182,8 @@ def frame_copy(
 
 
 def _checked(result: Any, target: Target) -> dict[str, str]:
-    """Check the result's type, columns and dtypes; return the target's column types by name."""
+    """Check the result's type, columns and dtypes; return the target columns' base types (no
+    modifiers, a domain's base type) by name."""
     if not isinstance(result, pd.DataFrame):
         raise TransformOutputError(
             f"the transform returned a {type(result).__name__}; a 'dataframe' transform returns "
@@ -191,8 +192,9 @@ def _checked(result: Any, target: Target) -> dict[str, str]:
     names = [str(c) for c in result.columns]
     if len(set(names)) != len(names):
         raise TransformOutputError(f"the transform's DataFrame has duplicate columns: {names}")
-    types = {
-        name: _BASE_TYPES.get(oid, declared)  # a domain is checked as its base type
+    types = dict(zip(target.columns, target.types, strict=True))
+    bases = {  # a domain is taken as its base type
+        name: _BASE_TYPES.get(oid, _base(declared))
         for name, declared, oid in zip(
             target.columns, target.types, target.copy.type_oids, strict=True
         )
@@ -205,8 +207,8 @@ def _checked(result: Any, target: Target) -> dict[str, str]:
         )
     if len(result):  # an empty column has a dtype but no value to write
         for name in names:
-            _check(name, result[name], types[name], target.table)
-    return types
+            _check(name, result[name], types[name], bases[name], target.table)
+    return bases
 
 
 def _owners(result: pd.DataFrame, unit: tuple[int, int]) -> Sequence[int] | None:

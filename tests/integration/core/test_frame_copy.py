@@ -4,13 +4,16 @@ on the real server: what the table holds, NULLs and a domain included, as the ge
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
 import psycopg
+import pytest
 
 from parallel_batch.core.frames import frame_copy, frame_out
 from parallel_batch.core.target import Target
+from parallel_batch.exceptions import TransformOutputError
 from parallel_batch.store.copy_data import CopyEncoder
 from parallel_batch.store.writer import write_rows
 
@@ -62,3 +65,24 @@ def test_that_numpy_bytes_write_the_rows_the_general_way_writes(
         "  AND ratio IS NULL AND flag IS NULL AND note IS NULL)"
     ).fetchone()
     assert differ == (0, 0, n, len([i for i in ids if i % 420 == 0]))
+
+
+def test_that_a_domain_column_takes_the_dtypes_of_its_base_type(
+    pg_conn: psycopg.Connection,
+) -> None:
+    """Test that floats go into a domain over numeric as exact Decimals (as into numeric), and
+    that a dtype the base type refuses is named with the domain's own type in the error."""
+    pg_conn.execute("CREATE DOMAIN price AS numeric(12,2) CHECK (VALUE >= 0)")
+    pg_conn.execute("CREATE TABLE priced (id bigint PRIMARY KEY, amount price)")
+    target = Target.resolve(pg_conn, "priced")
+    df = pd.DataFrame({"id": [1, 2], "amount": [1.25, 0.5]})
+    assert frame_copy(df, (0, 2), target) is None  # numeric: the general way
+    rows, _ = frame_out(df, (0, 2), target)
+    assert rows == [(1, Decimal("1.25")), (2, Decimal("0.5"))]
+    with pg_conn.transaction():
+        write_rows(pg_conn, "priced", target.columns, CopyEncoder(target.copy).encode(rows))
+    assert pg_conn.execute("SELECT sum(amount) FROM priced").fetchone() == (Decimal("1.75"),)
+    with pytest.raises(
+        TransformOutputError, match="'amount': bool values cannot be written to price column"
+    ):
+        frame_out(df.assign(amount=True), (0, 2), target)
