@@ -5,20 +5,24 @@ object and encodes rows one by one (about 0.6 us a row of five numbers); a resul
 are all numbers, booleans or timestamps needs neither::
 
     column -> big-endian NumPy array (n, width) + NULL mask      per target column
+              (text: each value's UTF-8 bytes)
     rows   =  int16 field count | per field: int32 length, value bytes (no bytes for NULL)
-           -> one structured array (every field present) -> bytes; with NULLs, the bytes of the
-              NULL values are dropped with one boolean mask
+           -> no text: one structured array (every field present) -> bytes; with NULLs, the
+              bytes of the NULL values are dropped with one boolean mask
+           -> with text: each field as a list of its rows' bytes (length and value, from a
+              structured array's ``tolist``), the lists zipped row by row into one join
 
 :func:`encode_frame` answers None whenever it cannot give the very bytes the general way would
 (a column of another type, an integer beyond its column's range, a timestamp with nanoseconds,
-an infinite or too large float, a text COPY): the caller then takes the general way, which also
+an infinite or too large float, text with a NUL or not all str, a text COPY): the caller then takes the general way, which also
 says which value does not fit. Types are recognised by the target columns' oids, so a domain over
 one of these types is written the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +47,9 @@ _RANGES = {
 _PG_EPOCH_NS = int(pd.Timestamp("2000-01-01").value)
 
 Column = tuple[np.ndarray, np.ndarray | None]  # big-endian values (every row), NULL mask
+Text = list[bytes | None]  # each row's UTF-8 bytes, None for NULL
+_TEXT_OIDS = frozenset({25, 1043})  # text, varchar (a varchar(n) the server checks itself)
+_NULL = b"\xff\xff\xff\xff"  # a NULL field: length -1, no value
 
 
 def encode_frame(result: pd.DataFrame, columns: Sequence[str], fmt: CopyFormat) -> CopyData | None:
@@ -58,14 +65,24 @@ def encode_frame(result: pd.DataFrame, columns: Sequence[str], fmt: CopyFormat) 
     if not fmt.binary or n == 0:
         return None
     encoded: list[Column | None] = []  # None: a column of NULLs
+    texts: dict[int, Text] = {}  # by position
     for name, oid in zip(columns, fmt.type_oids, strict=True):
         if name not in result.columns:
+            encoded.append(None)
+            continue
+        if oid in _TEXT_OIDS:
+            text = _text(result[name])
+            if text is None:
+                return None
+            texts[len(encoded)] = text
             encoded.append(None)
             continue
         column = _column(result[name], oid)
         if column is None:
             return None
         encoded.append(column)
+    if texts:
+        return CopyData(_joined_rows(encoded, texts, n), n, True)
     return CopyData(_rows(encoded, n), n, True)
 
 
@@ -141,3 +158,59 @@ def _rows(columns: list[Column | None], n: int) -> bytes:
             offset, width = offsets[f"v{i}"][1], column[0].dtype.itemsize
             keep[column[1], offset : offset + width] = False
     return table.view(np.uint8).reshape(n, -1)[keep].tobytes()
+
+
+def _text(series: pd.Series) -> Text | None:
+    """A column of str (or NULL) as each row's UTF-8 bytes, or None (other values, a NUL, a
+    string UTF-8 cannot encode: the general way refuses or converts them)."""
+    if getattr(series.dtype, "kind", "O") != "O":
+        return None  # numbers into text: the general way writes str(value)
+    missing = series.isna().to_numpy(dtype=bool)
+    values = series.to_numpy(dtype=object)
+    present = values[~missing] if missing.any() else values
+    if len(present) and pd.api.types.infer_dtype(present, skipna=False) != "string":
+        return None
+    if "\x00" in "".join(present):
+        return None  # PostgreSQL text cannot hold NUL: the general way says so
+    try:
+        encoded: Text = list(map(str.encode, present))
+    except UnicodeEncodeError:
+        return None
+    if len(present) == len(values):
+        return encoded
+    rows: Text = [None] * len(values)
+    for index, value in zip(np.flatnonzero(~missing).tolist(), encoded, strict=True):
+        rows[index] = value
+    return rows
+
+
+def _joined_rows(columns: list[Column | None], texts: dict[int, Text], n: int) -> bytes:
+    """Frame rows with text fields: every field as a list of its rows' bytes, joined."""
+    count = np.array([len(columns)], dtype=">i2").tobytes()
+    fields: list[Any] = [itertools.repeat(count, n)]
+    for position, column in enumerate(columns):
+        text = texts.get(position)
+        if text is not None:
+            sizes: Iterable[int] = map(len, text)  # type: ignore[arg-type]  # no None in it
+            if None in text:
+                sizes = [-1 if value is None else len(value) for value in text]
+                text = [b"" if value is None else value for value in text]
+            lengths = np.fromiter(sizes, dtype=">i4", count=n)
+            fields.append(np.frombuffer(lengths.tobytes(), dtype="V4").tolist())
+            fields.append(text)
+        elif column is None:
+            fields.append(itertools.repeat(_NULL, n))
+        else:
+            values, nulls = column
+            width = values.dtype.itemsize
+            table = np.empty(n, dtype=np.dtype([("n", ">i4"), ("v", values.dtype)]))
+            table["n"] = width
+            table["v"] = values
+            items = np.frombuffer(table.tobytes(), dtype=f"V{4 + width}").tolist()
+            if nulls is not None:
+                for index in np.flatnonzero(nulls).tolist():
+                    items[index] = _NULL
+            fields.append(items)
+    return b"".join(
+        itertools.chain.from_iterable(zip(*fields, strict=False))
+    )  # repeats end with the lists

@@ -8,7 +8,7 @@
             values become Python objects (NaN, NaT, None, pd.NA -> NULL) in target column order
     owners: the result's index, when it still points at input rows (filters, explode and assign
             keep it), so that claims know which input row each output came from
-    frame_copy: numbers, booleans and timestamps straight to binary COPY bytes with NumPy
+    frame_copy: numbers, booleans, timestamps and text straight to binary COPY bytes
             (frame_copy.py), when no Python row is needed (not for a refused write's diagnosis)
 
 pandas is imported only here, in the processes that run a dataframe transform.

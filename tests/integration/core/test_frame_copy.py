@@ -19,15 +19,16 @@ from parallel_batch.store.writer import write_rows
 
 T0 = dt.datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=dt.UTC)
 COLUMNS = "id bigint PRIMARY KEY, small smallint, mid positive, ratio float8, single real, " + (
-    "flag boolean, at timestamptz, naive timestamp, note text"
+    "flag boolean, at timestamptz, naive timestamp, note text, label varchar(10)"
 )
 
 
 def test_that_numpy_bytes_write_the_rows_the_general_way_writes(
     pg_conn: psycopg.Connection,
 ) -> None:
-    """Test that a frame of every type it encodes, with NULLs, into a table with a domain
-    column and a column the frame leaves out, is written as the general way writes it."""
+    """Test that a frame of every type it encodes (text with tabs, backslashes and UTF-8
+    beyond ASCII included), with NULLs, into a table with a domain column and a column the
+    frame leaves out, is written as the general way writes it."""
     pg_conn.execute("CREATE DOMAIN positive AS integer CHECK (VALUE > 0)")
     for table in ("fast", "general"):
         pg_conn.execute(f"CREATE TABLE {table} ({COLUMNS})")
@@ -43,6 +44,7 @@ def test_that_numpy_bytes_write_the_rows_the_general_way_writes(
             "flag": pd.array(np.where(ids % 4 == 0, None, ids % 2 == 0), dtype="boolean"),
             "at": pd.Series(pd.to_datetime(T0) + pd.to_timedelta(ids * 86_399_999_999, "us")),
             "naive": pd.Series(pd.Timestamp(2000, 1, 1) + pd.to_timedelta(ids, "s")),
+            "note": [None if i % 4 == 0 else f"note {i}\tw\u00efth \\ and \U0001f600" for i in ids],
         }
     )
     df.loc[ids % 6 == 0, "at"] = pd.NaT

@@ -20,6 +20,8 @@ _OIDS = {
     "timestamp without time zone": "timestamp",
     "boolean": "bool",
     "date": "date",
+    "character varying": "varchar",
+    "character varying(5)": "varchar",
 }
 
 

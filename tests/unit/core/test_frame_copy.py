@@ -108,6 +108,72 @@ def test_that_a_column_it_cannot_encode_exactly_is_left_to_the_general_way(
     assert encode_frame(df, OUT.columns, OUT.copy) is None
 
 
+TEXT_OUT = target(
+    id="bigint",
+    note="text",
+    at="timestamp with time zone",
+    label="character varying",
+    flag="boolean",
+    short="character varying(5)",
+)
+
+
+def _text_frames() -> dict[str, pd.DataFrame]:
+    return {
+        "text without NULL": pd.DataFrame(
+            {
+                "id": [1, 2, 3],
+                "note": ["a", "", "é€😀\ttab\nline \\"],
+                "label": ["x", "y", "z"],
+                "short": ["ab", "abcde", "abcdefgh"],  # too long: the server refuses it
+            }
+        ),
+        "text with NULLs between fixed columns with NULLs": pd.DataFrame(
+            {
+                "id": np.arange(6, dtype=np.int64),
+                "note": ["one", None, "three", np.nan, "", "six"],
+                "at": pd.to_datetime([T0, None, T0, OLD, None, T0], utc=True),
+                "label": pd.array(["l0", "l1", pd.NA, "l3", "l4", pd.NA], dtype="string"),
+                "flag": pd.array([True, None, False, None, True, False], dtype="boolean"),
+            }
+        ),
+        "a text column of NULLs only": pd.DataFrame(
+            {"id": [1, 2], "note": pd.Series([None, None], dtype=object)}
+        ),
+        "the str dtype": pd.DataFrame({"id": [1, 2], "note": pd.Series(["a", "b"], dtype=str)}),
+    }
+
+
+@pytest.mark.parametrize("name", list(_text_frames()))
+def test_that_text_encodes_to_the_bytes_psycopg_gives_its_rows(name: str) -> None:
+    """Test that frames with text columns (UTF-8 beyond ASCII, empty strings, NULLs as None,
+    NaN or pd.NA) among fixed-width ones give exactly the bytes the general way gives."""
+    df = _text_frames()[name]
+    data = encode_frame(df, TEXT_OUT.columns, TEXT_OUT.copy)
+    assert data is not None
+    rows, _ = frame_out(df, (0, len(df)), TEXT_OUT)
+    assert data.rows == len(df)
+    assert data.body == CopyEncoder(TEXT_OUT.copy).encode(rows).body
+
+
+@pytest.mark.parametrize(
+    ("column", "values"),
+    [
+        pytest.param("note", ["a", "b\x00c"], id="NUL"),
+        pytest.param("note", pd.Series(["a", 2], dtype=object), id="not all str"),
+        pytest.param("note", np.array([1, 2]), id="numbers into text"),
+        pytest.param("note", ["a", "\ud800"], id="lone surrogate"),
+    ],
+)
+def test_that_text_it_cannot_encode_exactly_is_left_to_the_general_way(
+    column: str, values: Any
+) -> None:
+    """Test that a NUL, values that are not all str, numbers or a string UTF-8 cannot encode
+    make encode_frame answer None."""
+    df = pd.DataFrame({"id": [1, 2], column: values})
+    assert encode_frame(df, TEXT_OUT.columns, TEXT_OUT.copy) is None
+
+
 def test_that_text_copy_and_an_empty_frame_take_the_general_way() -> None:
     """Test that a target written in text COPY, or a frame of no rows, is not encoded here."""
     df = pd.DataFrame({"id": [1, 2]})
