@@ -63,11 +63,13 @@ def _same(rows: list[tuple[Any, ...]], frame_rows: Any) -> None:
     )
     assert len(frame_rows) == len(rows)
     assert list(map(repr, frame_rows)) == list(map(repr, rows))  # types too; NaN as NaN
-    cut = frame_in(frame_rows, (0, 10), COLUMNS)  # a transform that changes its input...
-    cut["id"] += 1
-    cut.loc[:, "note"] = "changed"
+    whole = (0, len(rows))
+    for unit in (whole, (0, 10)):  # a transform that changes its input, whole or a part...
+        cut = frame_in(frame_rows, unit, COLUMNS)
+        cut["id"] += 1
+        cut.loc[:, "note"] = "changed"
     pd.testing.assert_frame_equal(  # ...does not change the batch (a split retries on it)
-        frame_in(frame_rows, (0, 10), COLUMNS), frame_in(rows, (0, 10), COLUMNS)
+        frame_in(frame_rows, whole, COLUMNS), frame_in(rows, whole, COLUMNS)
     )
     assert json_payload(COLUMNS, frame_rows[-1]) == json_payload(COLUMNS, rows[-1])
 

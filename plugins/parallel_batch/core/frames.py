@@ -84,7 +84,9 @@ def frame_in(rows: Sequence[Row], unit: tuple[int, int], columns: Sequence[str])
     """The unit's rows as a DataFrame whose index is each row's position in the batch (the
     dtypes ``DataFrame.from_records`` gives, a column at a time: a quarter faster)."""
     start, stop = unit
-    if isinstance(rows, FrameRows):  # read as columns: the batch's frame, cut and copied
+    if isinstance(rows, FrameRows):  # read as columns: the batch's frame, cut and copied (a
+        # transform changing it in place must not change the batch a split retries on; pandas 2
+        # does not copy on write)
         return rows.frame.iloc[start:stop].copy()
     index = pd.RangeIndex(start, stop)
     if start == stop:
