@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from parallel_batch.core.job import DATAFRAME_BATCH_ROWS
 from parallel_batch.demo import events as demo
 from tests.airflow.dagrun import load_dag, run_dag
 
@@ -78,6 +79,12 @@ def test_example_dataframe_computes_the_stats_of_every_event(
         ROWS,
         0,
     )
+    # The example gives no batch_rows: the job runs with the dataframe kind's default.
+    stored = pg_conn.execute(
+        "SELECT params -> 'spec' ->> 'batch_rows' FROM parallel_batch.jobs"
+        " WHERE params -> 'spec' ->> 'target_table' = 'demo.event_stats'"
+    ).fetchall()
+    assert stored == [(str(DATAFRAME_BATCH_ROWS),)]
 
 
 class _TierService:

@@ -30,7 +30,6 @@ from parallel_batch.airflow.plan_sources import (
 from parallel_batch.airflow.process import MAP_INDEX_TEMPLATE, ProcessChunkOperator
 from parallel_batch.airflow.summarize import SummarizeJobOperator
 from parallel_batch.airflow.values import DEFAULT_MAX_FAILED_RATIO, DEFAULT_WORKERS
-from parallel_batch.core.job import DEFAULT_BATCH_ROWS
 
 __all__ = [
     "DEFAULT_CSV_BATCH_ROWS",
@@ -104,7 +103,7 @@ class _ParallelJob(TaskGroup):
         process = ProcessChunkOperator.partial(
             task_id="process",
             workers=options.get("workers", DEFAULT_WORKERS),
-            batch_rows=options.get("batch_rows", DEFAULT_BATCH_ROWS),
+            batch_rows=options.get("batch_rows"),  # None: the job's
             conn_id=conn_id,
             task_timeout=options.get("task_timeout"),
             pool=options.get("pool", POOL_NAME),
@@ -144,7 +143,8 @@ class ParallelTableJob(_ParallelJob):
         None: the whole table.
     :param interval_start: / :param interval_end: an explicit interval (manual runs).
     :param chunk_rows: rows per chunk (default 1,000,000); or ``chunks``: how many.
-    :param batch_rows: rows per batch (one commit each; default 10,000).
+    :param batch_rows: rows per batch (one commit each; default 10,000, or 50,000 for a
+        ``dataframe`` transform).
     :param workers: worker processes per chunk task (sync kinds; default 1).
     :param concurrency: / :param retry: calls in flight per task and per-row retries (a
         RetryPolicy, or the exception classes (or ``"module:Class"`` names) to retry).

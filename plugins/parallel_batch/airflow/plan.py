@@ -37,7 +37,7 @@ from parallel_batch.airflow.values import (
     positive_int,
     true_or_false,
 )
-from parallel_batch.core.job import DEFAULT_BATCH_ROWS, JobSpec
+from parallel_batch.core.job import JobSpec, default_batch_rows
 from parallel_batch.core.planning import plan_job, resolve_columns
 from parallel_batch.core.source import Source
 from parallel_batch.core.transforms import DEFAULT_CONCURRENCY, TransformSpec, retry_policy
@@ -79,7 +79,8 @@ class PlanJobOperator(BaseOperator):
     :param target_columns: the columns written (default: see ``core.planning``) (templated).
     :param write_mode: ``"auto"``, ``"upsert"`` or ``"copy"`` (templated).
     :param chunks: the number of chunks instead of their size (templated).
-    :param batch_rows: rows per batch (templated).
+    :param batch_rows: rows per batch; None: the transform kind's default (10,000, or 50,000
+        for ``dataframe``) (templated).
     :param job_key: the job's identity; None: from the run (see :mod:`.jobkeys`) (templated).
     :param full_refresh: start the job over and replace its earlier output (templated).
     :param conn_id: the Airflow connection of the job's database: its target, its store, and a
@@ -101,7 +102,7 @@ class PlanJobOperator(BaseOperator):
         target_columns: Sequence[str] | None = None,
         write_mode: str = "auto",
         chunks: int | str | None = None,
-        batch_rows: int | str = DEFAULT_BATCH_ROWS,
+        batch_rows: int | str | None = None,
         job_key: str | None = None,
         full_refresh: bool | str = False,
         conn_id: str = DEFAULT_CONN_ID,
@@ -204,7 +205,8 @@ class PlanJobOperator(BaseOperator):
                 transform=transform,
                 target_columns=None if columns is None else tuple(columns),
                 write_mode=str(self.write_mode),  # type: ignore[arg-type]
-                batch_rows=positive_int(self.batch_rows, "batch_rows"),
+                batch_rows=optional_positive_int(self.batch_rows, "batch_rows")
+                or default_batch_rows(transform.kind),
                 dedup_key=self.dedup_key(),
             )
         self.log.info("Job %s processes %s", scope.job_key, scope.reason)

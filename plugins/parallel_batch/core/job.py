@@ -19,7 +19,13 @@ from parallel_batch.core.transforms import TransformSpec
 from parallel_batch.store.identifiers import column_sql, parse_table
 from parallel_batch.store.writer import WRITE_MODES, WriteMode
 
-__all__ = ["DEFAULT_BATCH_ROWS", "ChunkSummary", "JobSpec"]
+__all__ = [
+    "DATAFRAME_BATCH_ROWS",
+    "DEFAULT_BATCH_ROWS",
+    "ChunkSummary",
+    "JobSpec",
+    "default_batch_rows",
+]
 
 # Rows per batch: one read, one transform call and one committed transaction each.
 # From bench/bench_checkpoints.py (2 shared cores): a checkpoint costs about 0.5-1.5 ms per batch,
@@ -27,6 +33,18 @@ __all__ = ["DEFAULT_BATCH_ROWS", "ChunkSummary", "JobSpec"]
 # also cut throughput. Peak RSS stays at the interpreter's ~62 MiB up to 10k rows and grows
 # beyond for no more rows/s. A killed attempt redoes at most one batch. 10k is the knee.
 DEFAULT_BATCH_ROWS = 10_000
+# A ``dataframe`` transform's batches: each call pays pandas' fixed cost (building the frame, the
+# transform's column operations, the result's checks and encoding: ~3 ms of a worker's CPU a
+# batch on the demo's events, whatever its rows), which 10k rows do not amortise. On 2 cores
+# (bench/bench_kinds.py, `stats` over 2M events in 2 chunk processes) the kind moved ~20 % more
+# rows a second at 25-50k rows than at 10k, and no more at 100k. A batch is one frame in memory:
+# lower batch_rows for wide rows.
+DATAFRAME_BATCH_ROWS = 50_000
+
+
+def default_batch_rows(kind: str) -> int:
+    """Rows per batch when a job does not say: more for a ``dataframe`` transform."""
+    return DATAFRAME_BATCH_ROWS if kind == "dataframe" else DEFAULT_BATCH_ROWS
 
 
 @dataclass(frozen=True)
@@ -40,7 +58,8 @@ class JobSpec:
         catalog when the job is planned (see :mod:`parallel_batch.core.planning`).
     :param key_columns: the target's conflict key for upserts; None: its primary key.
     :param write_mode: ``"auto"`` (COPY, upsert when a key exists), ``"upsert"`` or ``"copy"``.
-    :param batch_rows: rows per batch (one read, one transform call, one commit).
+    :param batch_rows: rows per batch (one read, one transform call, one commit); None: the
+        transform kind's default (:func:`default_batch_rows`).
     :param dedup_key: a source column whose later occurrences are dead letters (the first one in
         the source wins); None: none.
     """
@@ -51,11 +70,13 @@ class JobSpec:
     target_columns: tuple[str, ...] | None = None
     key_columns: tuple[str, ...] | None = None
     write_mode: WriteMode = "auto"
-    batch_rows: int = DEFAULT_BATCH_ROWS
+    batch_rows: int = None  # type: ignore[assignment]  # None: the kind's, set below
     dedup_key: str | None = None
 
     def __post_init__(self) -> None:
         parse_table(self.target_table)
+        if self.batch_rows is None:
+            object.__setattr__(self, "batch_rows", default_batch_rows(self.transform.kind))
         for name in ("target_columns", "key_columns"):
             value = getattr(self, name)
             if value is not None:
@@ -95,14 +116,15 @@ class JobSpec:
         """Rebuild a spec from :meth:`to_dict`'s output; ``make_source`` turns the source's dict
         (with its ``kind``) back into a source (``parallel_batch.sources.source_from_dict``)."""
         columns, keys = data.get("target_columns"), data.get("key_columns")
+        transform = TransformSpec.from_dict(data.get("transform") or {})
         return cls(
             source=make_source(dict(data["source"])),
             target_table=data["target_table"],
-            transform=TransformSpec.from_dict(data.get("transform") or {}),
+            transform=transform,
             target_columns=None if columns is None else tuple(columns),
             key_columns=None if keys is None else tuple(keys),
             write_mode=data.get("write_mode", "auto"),
-            batch_rows=int(data.get("batch_rows", DEFAULT_BATCH_ROWS)),
+            batch_rows=int(data.get("batch_rows") or default_batch_rows(transform.kind)),
             dedup_key=data.get("dedup_key"),
         )
 

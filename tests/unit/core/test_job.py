@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 
-from parallel_batch.core.job import ChunkSummary, JobSpec
+from parallel_batch.core.job import (
+    DATAFRAME_BATCH_ROWS,
+    DEFAULT_BATCH_ROWS,
+    ChunkSummary,
+    JobSpec,
+)
 from parallel_batch.core.transforms import TransformSpec
 from parallel_batch.engine.policy import RetryPolicy
 from parallel_batch.exceptions import InvalidIdentifierError
@@ -92,6 +97,28 @@ def test_that_the_batch_size_and_retries_may_change_between_runs() -> None:
     assert tuned.identity() == spec.identity()
     other = dataclasses.replace(spec, transform=TransformSpec("m:g", "async"))
     assert other.identity() != spec.identity()
+
+
+@pytest.mark.parametrize(
+    ("kind", "default"),
+    [
+        ("rows", DEFAULT_BATCH_ROWS),
+        ("batch", DEFAULT_BATCH_ROWS),
+        ("async", DEFAULT_BATCH_ROWS),
+        ("dataframe", DATAFRAME_BATCH_ROWS),
+    ],
+)
+def test_that_the_batch_size_defaults_by_transform_kind(kind: str, default: int) -> None:
+    """Test that a spec without a batch size takes its transform kind's (more rows for a
+    dataframe), keeps one that is given, and that a stored spec without one gets the same."""
+    assert DATAFRAME_BATCH_ROWS > DEFAULT_BATCH_ROWS
+    spec = JobSpec(SOURCE, "demo.events_enriched", TransformSpec("m:f", kind))
+    assert spec.batch_rows == default
+    assert JobSpec(SOURCE, "demo.x", TransformSpec("m:f", kind), batch_rows=123).batch_rows == 123
+    stored = spec.to_dict()
+    assert stored["batch_rows"] == default
+    del stored["batch_rows"]
+    assert JobSpec.from_dict(stored, source_from_dict).batch_rows == default
 
 
 @pytest.mark.parametrize(
