@@ -22,7 +22,8 @@ nobody holds (as Airflow's pool slots take the next mapped task; ``bench_table_d
     batch size (``core.job.default_batch_rows``: 50,000 rows for a dataframe transform, 10,000
     for the others); the dataframe kind at 10,000 rows a batch is measured too (no goal).
 (4) peak memory: one chunk of ROWS rows and one of ROWS / MEMORY_FACTOR rows, each run by one
-    chunk process with a WorkerPool(1) (batch kind). Goal: MEMORY_FACTOR x the rows within
+    chunk process with a WorkerPool(1), for the batch kind and for the dataframe kind (stats,
+    at its 50,000 rows a batch). Goal: MEMORY_FACTOR x the rows within
     MEMORY_GOAL x the peak RSS, for the chunk process and for its worker.
 
 A run's time is from the first chunk process's start on its chunks to the last one's end: the
@@ -33,6 +34,7 @@ Every run's target is checked: ROWS rows written, every chunk reconciled, no dea
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import uuid
@@ -77,6 +79,7 @@ ROWS_GOAL = 1.3  # rows kind time / batch kind time, at most
 DATAFRAME_GOAL = 1.5  # rows kind time / dataframe kind time on stats, at least
 MEMORY_FACTOR = 10
 MEMORY_GOAL = 1.2  # peak RSS at ROWS / peak RSS at ROWS / MEMORY_FACTOR, at most
+MEMORY_KINDS = ("batch", "stats dataframe")  # the smallest batches and the largest
 STATS_TABLE = "demo.event_stats"
 EVENTS = "include.transforms.events"
 EXAMPLES = "include.transforms.examples"
@@ -130,6 +133,9 @@ def _plan(url: str, kind: str, rows: int | None = None) -> str:
 
 def _reset(url: str, table: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
+        # No autovacuum of the last run's 5M rows while the next run is timed (it would take
+        # CPU from whichever kind came next); the tables are emptied between runs anyway.
+        conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
         conn.execute(f"TRUNCATE {table}")  # a constant of this module
         conn.execute("CHECKPOINT")  # each run starts without the previous one's dirty pages
 
@@ -276,17 +282,19 @@ def _kinds(url: str) -> dict[str, dict[str, Any]]:
     return best
 
 
-def _memory(url: str) -> dict[int, dict[str, Any]]:
-    """One chunk of ROWS and one of ROWS / MEMORY_FACTOR rows, one process each."""
-    measured: dict[int, dict[str, Any]] = {}
-    for rows in (ROWS // MEMORY_FACTOR, ROWS):
-        _, (found,), load = _data_plane(url, "batch", rows=rows, processes=1)
-        measured[rows] = {**found, "load_average": load}
-        print(
-            f"   one chunk of {rows:,} rows: chunk process {found['peak_rss_mib']:.0f} MiB, "
-            f"its worker {found['worker_peak_rss_mib']:.0f} MiB",
-            flush=True,
-        )
+def _memory(url: str) -> dict[str, dict[int, dict[str, Any]]]:
+    """Per MEMORY_KINDS kind: one chunk of ROWS and one of ROWS / MEMORY_FACTOR rows, one
+    process each."""
+    measured: dict[str, dict[int, dict[str, Any]]] = {}
+    for kind in MEMORY_KINDS:
+        for rows in (ROWS // MEMORY_FACTOR, ROWS):
+            _, (found,), load = _data_plane(url, kind, rows=rows, processes=1)
+            measured.setdefault(kind, {})[rows] = {**found, "load_average": load}
+            print(
+                f"   {kind}, one chunk of {rows:,} rows: chunk process "
+                f"{found['peak_rss_mib']:.0f} MiB, its worker {found['worker_peak_rss_mib']:.0f} MiB",
+                flush=True,
+            )
     return measured
 
 
@@ -311,12 +319,18 @@ def run() -> list[Result]:
 
 
 def _results(
-    base: dict[str, Any], kinds: dict[str, dict[str, Any]], memory: dict[int, dict[str, Any]]
+    base: dict[str, Any],
+    kinds: dict[str, dict[str, Any]],
+    memory: dict[str, dict[int, dict[str, Any]]],
 ) -> list[Result]:
     loads = {
         "baseline": base["load_average"],
         **{kind: found["load_average"] for kind, found in kinds.items()},
-        **{f"memory {rows:,} rows": found["load_average"] for rows, found in memory.items()},
+        **{
+            f"memory {kind} {rows:,} rows": found["load_average"]
+            for kind, by_rows in memory.items()
+            for rows, found in by_rows.items()
+        },
     }
     common = {
         "rows": ROWS,
@@ -337,7 +351,6 @@ def _results(
     rows_ratio = rows["seconds"] / batch["seconds"]
     frame_ratio = per_row["seconds"] / frame["seconds"]
     plane = f"{PROCESSES} x WorkerPool({WORKERS})"
-    small, large = memory[ROWS // MEMORY_FACTOR], memory[ROWS]
     # fmt: off
     results = [
         Result(SUITE, f"hand-written COPY + enrich_event, {ROWS:,} rows", baseline, "rows/s",
@@ -361,12 +374,15 @@ def _results(
                       "rows_time_ratio": per_row["seconds"] / frame_10k["seconds"]}),
     ]
     # fmt: on
-    for what, key in (("chunk process", "peak_rss_mib"), ("pool worker", "worker_peak_rss_mib")):
+    for kind, (what, key) in itertools.product(
+        MEMORY_KINDS, (("chunk process", "peak_rss_mib"), ("pool worker", "worker_peak_rss_mib"))
+    ):
+        small, large = memory[kind][ROWS // MEMORY_FACTOR], memory[kind][ROWS]
         ratio = large[key] / small[key] if small[key] else float("inf")
         results.append(
             Result(
                 SUITE,
-                f"peak RSS {what}, {ROWS:,}-row chunk",
+                f"peak RSS {what}, {kind}, {ROWS:,}-row chunk",
                 large[key],
                 "MiB",
                 baseline=small[key],
