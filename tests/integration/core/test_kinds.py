@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -16,6 +17,8 @@ from parallel_batch.core.transforms import TransformKind, TransformSpec
 from parallel_batch.engine.pool import WorkerPool
 from parallel_batch.exceptions import ConfigurationError
 from parallel_batch.sources import TableSource, source_from_dict
+from parallel_batch.sources.table import ranges
+from parallel_batch.sources.table.columns import read_frame
 from parallel_batch.store.checkpoints import CheckpointStore
 from parallel_batch.store.records import JobStatus
 from tests.helpers.events_job import BATCH, EXPECTED_SQL, check_job, events_spec, plan, seed
@@ -126,6 +129,33 @@ def test_that_a_row_that_kills_its_worker_is_dead_lettered(
     assert check.exact, check
     assert letters == {"450": "WorkerCrashedError", "900": "WorkerCrashedError"}
     assert pool.statistics().crashed_workers - crashed >= len(letters)
+    _assert_reconciled(url, "job", summaries)
+
+
+@pytest.mark.parametrize(("kind", "as_columns"), [("dataframe", True), ("rows", False)])
+def test_that_only_a_dataframe_job_reads_its_batches_as_columns(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, kind: TransformKind, as_columns: bool
+) -> None:
+    """Test that the runner asks the table for column-at-a-time batches for a dataframe
+    transform only: every batch of its job goes through the columnar read (the real one,
+    counted), and the target is what SQL computes either way."""
+    url = seed(pg_url, ROWS, poison_every=POISON_EVERY)
+    calls: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        frame = read_frame(*args, **kwargs)
+        calls.append(len(frame))
+        return frame
+
+    monkeypatch.setattr(ranges, "read_frame", counted)
+    summaries = _run(url, kind, None)  # in this process, where the count is kept
+    with psycopg.connect(url, autocommit=True) as conn:
+        check = check_job(conn, "job", expected_sql=KINDS[kind][1])
+    assert check.exact, check
+    if as_columns:
+        assert sum(calls) == ROWS and max(calls) == 200  # every row, 200 a batch at most
+    else:
+        assert calls == []
     _assert_reconciled(url, "job", summaries)
 
 
