@@ -146,8 +146,12 @@ def _decode(
                 made.append(loader.load(value))
             else:
                 made.append(array)
-        elif kind == "numeric":
-            made.append([None if v is None else Decimal(v) for v in value])
+        elif kind == "numeric":  # as text; map() alone where there is no NULL (faster)
+            made.append(
+                [None if v is None else Decimal(v) for v in value]
+                if None in value
+                else list(map(Decimal, value))
+            )
         else:
             made.append(value)
     key = np.asarray(made[key_index], dtype=np.int64)
