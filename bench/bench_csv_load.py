@@ -13,10 +13,10 @@ The demo customers file of RECORDS records (every BAD_EVERY-th malformed) into a
 
 (a) Baseline: the checks the job makes, written by hand: the field count, bytes that are not
     UTF-8, an id that is an integer in bigint's range and seen for the first time, an email
-    with ``@`` (the demo's ``include.transforms.customers:check``), a decimal amount that fits
+    with ``@`` (the demo's ``include.transforms.customers:check_batch``), a decimal amount that fits
     numeric(12,2) unrounded, an ISO-8601 timestamp (no offset: UTC), no NUL in text.
 (b) Ours, the whole file as ONE chunk in one process: the CSV source typed from the target's
-    catalog (``typed_csv_source``), the ``check`` transform (rows kind, retrying the errors the
+    catalog (``typed_csv_source``), the ``check_batch`` transform (batch kind, retrying the errors the
     DAG names), duplicate-id claims (``dedup_key="id"``), every bad record a dead letter with
     its line and reason, a checkpoint per batch of BATCH_ROWS (the DAG's default).
 (c) Ours, the file in CHUNKS chunks run by CHUNKS processes at once (mapped Airflow tasks,
@@ -85,7 +85,7 @@ RECORDS_ONE_AT_A_TIME = 200
 SERVICE_DELAY = 0.05
 ENRICH_CONCURRENCY = 50
 ENRICH_GOAL = 10.0
-CHECK = "include.transforms.customers:check"
+CHECK = "include.transforms.customers:check_batch"
 ENRICH = "include.transforms.customers:enrich"
 RETRY_ON = [
     "include.transforms.customers:EnrichmentServerError",
@@ -374,7 +374,7 @@ def run() -> list[Result]:
 
     # As parallel_batch_csv without enrich_url: its retry names the enrichment's errors only,
     # so a refused email is not retried
-    check = TransformSpec(CHECK, "rows", retry=retry_policy(RETRY_ON, "rows"))
+    check = TransformSpec(CHECK, "batch", retry=retry_policy(RETRY_ON, "batch"))
     with tempfile.TemporaryDirectory() as tmp_dir, scratch_database("pb_bench_csv") as (url, _):
         tmp = Path(tmp_dir)
         path = str(tmp / "customers.csv")

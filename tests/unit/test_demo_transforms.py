@@ -77,3 +77,39 @@ def test_client_pool_splits_its_connections_into_small_clients_and_picks_the_lea
         return chosen
 
     assert asyncio.run(picks()) == [0, 1, 2, 1, 2]  # not 0 again: it is the busy one
+
+
+def test_check_batch_refuses_what_check_refuses_and_orders_rows_for_the_target() -> None:
+    """``check_batch`` (the DAG's check without enrichment) refuses, in place, the records
+    ``check`` raises for, with the same error and message, and puts each row's values in the
+    target's column order (NULL for a target column the file lacks)."""
+    import pytest
+
+    from include.transforms.customers import InvalidEmailError, check, check_batch
+
+    columns = ("id", "email", "name")
+    rows = [(1, "a@b.example", "A"), (2, "no-at-sign", "B"), (3, None, "C"), (4, "a@b@c", "D")]
+    expected: list[object] = []
+    for row in rows:
+        try:
+            check(dict(zip(columns, row, strict=True)))
+            expected.append(row)
+        except InvalidEmailError as exc:
+            expected.append(("refused", str(exc)))
+
+    def seen(out: list[object]) -> list[object]:
+        return [("refused", str(x)) if isinstance(x, InvalidEmailError) else x for x in out]
+
+    assert seen(check_batch(rows, columns=columns, target_columns=columns)) == expected
+    assert [x[1] for x in expected if x[0] == "refused"] == [
+        "email: email address without @",
+        "email: not an email address",
+    ]
+    padded = check_batch(rows[:1], columns=columns, target_columns=(*columns, "segment"))
+    assert padded == [(1, "a@b.example", "A", None)]
+    moved = check_batch(rows[:1], columns=columns, target_columns=("name", "segment", "id"))
+    assert moved == [("A", None, 1)]
+    no_email = check_batch([(1, "A")], columns=("id", "name"), target_columns=("id", "name"))
+    assert no_email == [(1, "A")]
+    with pytest.raises(TypeError):  # the names are not optional: the kind gives them
+        check_batch(rows)  # type: ignore[call-arg]

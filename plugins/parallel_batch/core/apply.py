@@ -4,7 +4,8 @@ One attempt per unit (a range ``[a, b)`` of the batch's rows), for :func:`engine
 
     batch, dataframe   fn(the unit's rows) whole; check and encode every output row
                        any error (the function's, a value the target refuses) -> the unit fails
-                       and is split, down to the rows at fault
+                       and is split, down to the rows at fault; a batch function's exception
+                       returned in a row's place refuses that row alone (an item error)
     rows, async        fn(row) per row; a row's error fails that row alone (an item error), the
                        others' outputs are kept
     none               each row's columns by name
@@ -21,12 +22,12 @@ import dataclasses
 import itertools
 import operator
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
 from parallel_batch.core.dict_outputs import DictOutputs
 from parallel_batch.core.target import Target, TargetValueError
-from parallel_batch.core.transforms import TransformSpec
+from parallel_batch.core.transforms import TransformSpec, with_columns
 from parallel_batch.engine.isolation import Attempted
 from parallel_batch.engine.limiter import ConcurrencyLimiter
 from parallel_batch.engine.policy import RetryPolicy
@@ -115,6 +116,8 @@ class Applier:
                 if len(index) > 1
                 else (lambda row: (pick(row),))
             )
+        if spec.kind == "batch" and self.fn is not None:
+            self.fn = with_columns(self.fn, columns, target.columns)
         attempts = {"rows": self._rows, "batch": self._batch, "dataframe": self._dataframe}
         self.attempt: Callable[[Sequence[Row], Unit], Attempted[Unit, UnitOutput]] = (
             self._identity
@@ -150,11 +153,13 @@ class Applier:
         owners: Sequence[int] | None,
         *,
         one_to_one: bool = True,
+        refused: Collection[int] = (),
     ) -> UnitOutput:
         """Check and encode a unit's outputs (or take them encoded: not with ``keep_rows``).
         ``owners``: each output's source row index, for a kind that may filter or fan out
         (None: one output per source row when ``one_to_one``, else unknown; ``range(*unit)``:
-        one output per source row)."""
+        one output per source row). ``refused``: source rows that are item errors (neither
+        written nor filtered)."""
         if owners == range(*unit):
             owners, one_to_one = None, True
         if isinstance(outputs, CopyData):
@@ -171,7 +176,9 @@ class Applier:
         counts = None  # claims take None as one output per source row
         filtered, fanout = max(n_in - n_out, 0), max(n_out - n_in, 0)  # net, sources unknown
         if owners is not None:
-            counts = dict.fromkeys(range(*unit), 0)
+            counts = dict.fromkeys(
+                itertools.filterfalse(set(refused).__contains__, range(*unit)), 0
+            )
             counts.update(Counter(owners))
             filtered = sum(1 for n in counts.values() if n == 0)
             fanout = sum(n - 1 for n in counts.values() if n > 1)
@@ -203,7 +210,20 @@ class Applier:
                 "transform returns exactly one output row per input row (use transform_kind="
                 "'rows' or 'dataframe' to filter or fan out)"
             )
-        return Attempted(self._whole(outputs, unit, None))
+        if not any(map(isinstance, outputs, itertools.repeat(Exception))):
+            return Attempted(self._whole(outputs, unit, None))
+        # rows refused in place: each an item error of its own, the others written
+        errors: list[tuple[Unit, Exception]] = []
+        kept: list[Row] = []
+        owners: list[int] = []
+        for i, output in enumerate(outputs, unit[0]):
+            if isinstance(output, Exception):
+                errors.append(((i, i + 1), output))
+            else:
+                kept.append(output)
+                owners.append(i)
+        refused = [error_unit[0] for error_unit, _ in errors]
+        return Attempted(self._whole(kept, unit, owners, refused=refused), errors)
 
     def _dataframe(self, rows: Sequence[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
         from parallel_batch.core.frames import frame_copy, frame_in, frame_out

@@ -5,7 +5,11 @@ Four kinds, one contract for the core (see :mod:`parallel_batch.core.apply` for 
     rows       fn(row: dict) -> dict | list[dict] | None    None or [] filters the row; a list
                                                            fans out; keys are target columns
     batch      fn(rows: list[tuple]) -> list[tuple]         one output per input, in the
-                                                           target's column order (the fast path)
+                                                           target's column order (the fast path);
+                                                           an exception in a row's place refuses
+                                                           that row alone (a dead letter); the
+                                                           names, if it asks: ``columns``
+                                                           (input), ``target_columns`` (output)
     dataframe  fn(df: pandas.DataFrame) -> DataFrame        any number of output rows; columns
                                                            are target columns
     async      async fn(row: dict) -> dict | list | None    at most ``concurrency`` calls in
@@ -39,6 +43,7 @@ __all__ = [
     "TransformSpec",
     "callable_path",
     "load_callable",
+    "with_columns",
 ]
 
 TransformKind = Literal["rows", "batch", "dataframe", "async"]
@@ -93,6 +98,24 @@ def callable_path(transform: str | Callable[..., Any] | None) -> str | None:
             "importable module (worker processes import it by name)"
         )
     return f"{module}:{name}"
+
+
+def with_columns(
+    fn: Callable[..., Any], columns: tuple[str, ...], target_columns: tuple[str, ...]
+) -> Callable[..., Any]:
+    """A ``batch`` function given the column names it asks for by parameter name: ``columns``
+    (the names of each input row's values) and ``target_columns`` (the order of its output
+    rows' values), unless its ``transform_kwargs`` give them already."""
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: it asks for nothing
+        return fn
+    given = fn.keywords if isinstance(fn, functools.partial) else {}
+    names = {"columns": columns, "target_columns": target_columns}
+    wanted = {
+        name: value for name, value in names.items() if name in parameters and name not in given
+    }
+    return functools.partial(fn, **wanted) if wanted else fn
 
 
 def _class_path(cls: type) -> str:

@@ -124,6 +124,26 @@ def too_big_on_7_row(row: dict[str, Any]) -> dict[str, Any]:
     return {"v": row["v"], "w": 2**40 if row["v"] == 7 else row["v"]}
 
 
+def refuse_odd(rows: list[Row]) -> list[Row | Exception]:
+    """batch: (v,) -> (v, 2v), in place of an odd v its refusal (a FlakyError returned)."""
+    CALLS.append([v for (v,) in rows])
+    return [FlakyError(f"odd {v}") if v % 2 else (v, 2 * v) for (v,) in rows]
+
+
+def refuse_odd_too_big_on_4(rows: list[Row]) -> list[Row | Exception]:
+    """batch: :func:`refuse_odd`, and w out of an integer's range for v == 4."""
+    return [FlakyError(f"odd {v}") if v % 2 else (v, 2**40 if v == 4 else v) for (v,) in rows]
+
+
+def named(rows: list[Row], *, columns: Sequence[str], target_columns: Sequence[str]) -> list[Row]:
+    """batch: each output row built by name from the columns it is given."""
+    CALLS.append([len(columns), len(target_columns)])
+    return [
+        tuple(dict(zip(columns, row, strict=True)).get(c, -1) for c in target_columns)
+        for row in rows
+    ]
+
+
 def interrupt(rows: list[Row]) -> list[Row]:
     raise KeyboardInterrupt
 
@@ -276,6 +296,61 @@ def test_that_a_batch_transform_returns_one_output_per_input() -> None:
         applier.attempt(_values(3), (0, 3))
     out = Applier(_spec("double", "batch"), ("v",), OUT).attempt(_values(4), (1, 3)).value
     assert (out.written, out.filtered, out.fanout, out.counts) == (2, 0, 0, None)
+
+
+def test_that_a_batch_transform_refuses_rows_in_place() -> None:
+    """Test that an exception a batch transform returns in a row's place makes that row alone
+    a dead letter (its type and message; no split of the batch, the policy's tries alone), the
+    others written; the counts add up and the claims see the refused rows as failed."""
+    policy = RetryPolicy(max_attempts=2, base_delay=0.0, max_delay=0.0)
+    prepared = _prepare("refuse_odd", "batch", 8, retry=policy)
+    assert [(x.item_key, x.error_type, x.message, x.attempts) for x in prepared.letters] == [
+        (str(v), "FlakyError", f"odd {v}", 2) for v in (1, 3, 5, 7)
+    ]
+    assert (prepared.read, len(prepared.data), prepared.filtered, prepared.fanout) == (8, 4, 0, 0)
+    prepared.check()
+    # the whole batch, then each refused row alone once more (2 tries in all): never a split
+    calls = list(CALLS)
+    assert calls == [list(range(8)), [1], [3], [5], [7]]
+    out = Applier(_spec("refuse_odd", "batch"), ("v",), OUT, keep_rows=True).attempt(
+        _values(6), (1, 6)
+    )
+    assert [(unit, str(error)) for unit, error in out.item_errors] == [
+        ((1, 2), "odd 1"),
+        ((3, 4), "odd 3"),
+        ((5, 6), "odd 5"),
+    ]
+    assert (out.value.rows, out.value.owners) == ([(2, 4), (4, 8)], [2, 4])
+    assert (out.value.counts, out.value.filtered) == ({2: 1, 4: 1}, 0)
+
+
+def test_that_a_batch_transform_refusing_rows_still_isolates_a_value_the_target_refuses() -> None:
+    """Test that beside rows refused in place, an output the target cannot take fails its own
+    row (the unit is split to it), naming the column."""
+    prepared = _prepare("refuse_odd_too_big_on_4", "batch", 8, retry=RetryPolicy(max_attempts=1))
+    letters = {x.item_key: x for x in prepared.letters}
+    assert sorted(letters) == ["1", "3", "4", "5", "7"]
+    assert (letters["4"].error_type, letters["4"].message) == (
+        "TargetValueError",
+        "w: out of the range of integer",
+    )
+    assert {letters[k].error_type for k in ("1", "3", "5", "7")} == {"FlakyError"}
+    assert len(prepared.data) == 3
+    prepared.check()
+
+
+def test_that_a_batch_transform_gets_the_column_names_it_asks_for() -> None:
+    """Test that a batch function with ``columns`` and ``target_columns`` parameters is given
+    the input row's and the output row's column names (unless its kwargs give them)."""
+    out = (
+        Applier(_spec("named", "batch"), ("x", "v"), OUT, keep_rows=True)
+        .attempt([("a", 1), ("b", 2)], (0, 2))
+        .value
+    )
+    assert out.rows == [(1, -1), (2, -1)] and CALLS == [[2, 2]]
+    given = _spec("named", "batch", kwargs={"columns": ["w", "v"]})
+    out = Applier(given, ("x", "v"), OUT, keep_rows=True).attempt([(5, 1)], (0, 1)).value
+    assert out.rows == [(1, 5)]
 
 
 def test_that_a_dataframe_transform_reports_each_input_rows_outputs() -> None:
