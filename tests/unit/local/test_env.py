@@ -165,7 +165,7 @@ def test_prepare_airflow_checks_arguments(tmp_path: Path) -> None:
 
 
 def test_airflow_reads_the_local_scheduler_and_dag_processor_settings(tmp_path: Path) -> None:
-    """Test that Airflow itself reads the two settings the local environment changes from its
+    """Test that Airflow itself reads the three settings the local environment changes from its
     defaults (an unknown option name in an AIRFLOW__ variable would be ignored without a word)."""
     env = localenv.airflow_environment(SOCKET_URL, home=tmp_path)
     found = localenv.run_airflow_cli(
@@ -176,6 +176,10 @@ def test_airflow_reads_the_local_scheduler_and_dag_processor_settings(tmp_path: 
         env, ["config", "get-value", "dag_processor", "refresh_interval"]
     )
     assert found.strip() == "30"
+    found = localenv.run_airflow_cli(
+        env, ["config", "get-value", "dag_processor", "min_file_process_interval"]
+    )
+    assert found.strip() == localenv.MIN_FILE_PROCESS_INTERVAL == "300"
 
 
 def test_run_airflow_cli_reports_a_failure(tmp_path: Path) -> None:
