@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from itertools import repeat
+from operator import itemgetter
 from typing import NamedTuple
 
 import psycopg
@@ -105,7 +106,10 @@ def claim_range(
 
     :raises KeysNeeded: the keys are not all integers, or their span meets another batch's.
     """
-    keys, lines = zip(*new, strict=True)
+    # picked out, not transposed with zip(*new): that made an iterator per pair, and the
+    # allocations woke the garbage collector over the whole heap of an Airflow task
+    keys = list(map(itemgetter(0), new))
+    lines = list(map(itemgetter(1), new))
     found = span(job_id, keys)
     if found is None:
         raise KeysNeeded("keys that are not all integers of bigint's range")
