@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from parallel_batch.core.apply import Applier, RetriedError, UnitOutput
@@ -197,7 +198,7 @@ def _deduplicate(
 ) -> tuple[ClaimPlan, list[int], list[DeadLetter]]:
     reader = work.reader
     key_index = reader.columns.index(work.dedup_key)
-    keys = [str(row[key_index]) for row in batch.rows]
+    keys = list(map(str, map(itemgetter(key_index), batch.rows)))
     lines = batch.lines if batch.lines is not None else list(range(len(keys)))
     plan = plan_claims(keys, lines, claimed)
     letters = [

@@ -24,7 +24,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from functools import cached_property
+from functools import cached_property, partial
 from itertools import repeat
 from typing import Any, NamedTuple
 
@@ -240,10 +240,10 @@ class Target:
                 return True
         for index, _, limit in self.screened_limits:
             try:
-                values = list(map(operator.itemgetter(index), rows))
-                if None in values:
-                    values = [value for value in values if value is not None]
-            except (TypeError, IndexError):  # a short row; pandas.NA (cannot be compared)
+                # "is not None" in C: "None in values" would compare each value with None, and
+                # a Decimal asks the numbers ABCs what None is, in Python, every time
+                values = list(filter(_is_value, map(operator.itemgetter(index), rows)))
+            except IndexError:  # a short row (pandas.NA fails _column_fits: a suspect too)
                 return True
             if values and not _column_fits(values, limit):
                 return True
@@ -273,6 +273,9 @@ def _primary_key(conn: psycopg.Connection, table: str, write_mode: WriteMode) ->
         "on one (retries and reruns replace rows by key). Add a key, or use write_mode='copy' "
         "(a rerun then duplicates rows)"
     )
+
+
+_is_value = partial(operator.is_not, None)
 
 
 def _column_fits(values: list[Any], limit: ColumnLimit) -> bool:

@@ -8,7 +8,7 @@
                  _BatchBuilder: batch_rows at a time ─► count fields ─► convert column by column
                                                      │
                                                      ▼
-                 CsvBatch(records=[CsvRecord(line, values)], errors=[RecordError(line, ...)])
+                 CsvBatch(lines, values, errors=[RecordError(line, ...)])
 
 A chunk never fails because of its content: every record in it comes out either as a
 :class:`CsvRecord` or as a :class:`RecordError`, each at its true starting line. Memory is
@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import closing
-from itertools import compress, repeat
+from itertools import compress
 
 from parallel_batch.exceptions import CsvHeaderError
 from parallel_batch.sources.csv.dialect import DEFAULT_DIALECT, CsvDialect
@@ -36,7 +36,6 @@ from parallel_batch.sources.csv.files import StorageOptions, open_binary, stream
 from parallel_batch.sources.csv.planner import FileChunk, data_start
 from parallel_batch.sources.csv.records import (
     CsvBatch,
-    CsvRecord,
     MalformedRecord,
     RecordError,
     field_count_reason,
@@ -161,18 +160,15 @@ class _BatchBuilder:
             raws = list(compress(raws, map(width.__eq__, widths)))
             rows = list(compress(rows, map(width.__eq__, widths)))
         values, failures = self._schema.convert_rows(rows, self._nulls)
-        converted = zip(lines, values, strict=True)
         if failures:
             for i, reason in failures.items():
                 errors.append(RecordError(lines[i], reason, raw_text(raws[i], encoding), "value"))
             keep = bytearray(b"\x01") * len(lines)
             for i in failures:
                 keep[i] = 0
-            converted = compress(converted, keep)  # type: ignore[assignment]
-        # tuple.__new__ builds each NamedTuple in C, without its Python-level __new__
-        records = list(map(tuple.__new__, repeat(CsvRecord), converted))
+            lines, values = list(compress(lines, keep)), list(compress(values, keep))
         errors.sort()
-        batch = CsvBatch(records, errors, self._end_line)
+        batch = CsvBatch(lines, values, errors, self._end_line)
         self._reset()
         return batch
 

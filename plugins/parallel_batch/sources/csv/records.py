@@ -63,17 +63,24 @@ class RecordError(NamedTuple):
 class CsvBatch:
     """Consecutive records of a chunk: those that converted and those that did not.
 
-    :param records: the records that converted, in file order.
+    :param lines: the starting line of each record that converted, in file order.
+    :param values: the values of each of them (side by side lists: no object per record).
     :param errors: the records that did not, in file order.
     :param end_line: the last physical line the batch consumed; resume with ``after_line=end_line``.
     """
 
-    records: list[CsvRecord] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    values: list[tuple[Value, ...]] = field(default_factory=list)
     errors: list[RecordError] = field(default_factory=list)
     end_line: int = 0
 
+    @property
+    def records(self) -> list[CsvRecord]:
+        """The records that converted, each with its line."""
+        return list(map(CsvRecord, self.lines, self.values))
+
     def __len__(self) -> int:
-        return len(self.records) + len(self.errors)
+        return len(self.lines) + len(self.errors)
 
 
 class MalformedRecord(ValueError):

@@ -357,8 +357,8 @@ class CsvChunkReader:
             storage_options=self.storage_options,
         )
         for batch in batches:
-            rows.extend(record.values for record in batch.records)
-            lines.extend(record.line for record in batch.records)
+            rows.extend(batch.values)
+            lines.extend(batch.lines)
             errors.extend(map(record_letter, batch.errors))
         return ReadBatch(rows, lines, errors)
 
