@@ -95,6 +95,35 @@ def test_that_a_replay_after_a_data_fix_resolves_every_dead_letter(
     assert again.attempted == 0
 
 
+def test_that_rows_a_batch_transform_refused_in_place_are_letters_a_replay_resolves(
+    pg_url: str,
+) -> None:
+    """Test that a batch transform returning a poison row's error in its place (in a real
+    WorkerPool) makes exactly those rows dead letters with the error's type, tried the policy's
+    times alone, the rest written; and that after a data fix a replay writes them."""
+    seed(pg_url, ROWS, poison_every=POISON_EVERY)
+    policy = dataclasses.replace(DEFAULT_RETRY, base_delay=0.0, max_delay=0.0)
+    spec = events_spec(pg_url, transform=path("refuse_poison"), kind="batch", batch_rows=100)
+    spec = dataclasses.replace(spec, transform=dataclasses.replace(spec.transform, retry=policy))
+    plan(pg_url, "job", spec, chunks=2)
+    with WorkerPool(1) as pool:
+        run_job(pg_url, "job", pool=pool)
+    check = _check(pg_url)
+    assert check.exact, check
+    assert sorted(check.dead_letter_keys, key=int) == POISON
+    assert set(_letters(pg_url).values()) == {("PoisonRowError", policy.max_attempts, False)}
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(FIX_SQL)
+    totals = replay_job(pg_url, "job", spec)
+    assert (totals.attempted, totals.replayed, totals.still_pending) == (
+        len(POISON),
+        len(POISON),
+        0,
+    )
+    check = _check(pg_url)
+    assert check.exact and check.dead_letter_keys == [], check
+
+
 def test_that_a_replay_from_the_payload_runs_the_fixed_transform(pg_url: str) -> None:
     """Test that replay_from='payload' replays the rows as the dead letters stored them, through
     the job's transform after its fix, even when the source rows have changed since."""

@@ -37,6 +37,7 @@ __all__ = [
     "enrich_shaped",
     "frame_shaped",
     "path",
+    "refuse_poison",
 ]
 
 FANOUT_OFFSET = 10_000_000
@@ -133,6 +134,18 @@ def enrich_any(rows: list[Row]) -> list[Row]:
     return [
         (i, user, hashlib.sha256(payload.encode()).hexdigest(), int(amount * 100), at)
         for i, user, payload, amount, at in rows
+    ]
+
+
+def refuse_poison(rows: list[Row], *, columns: tuple[str, ...]) -> list[Row | Exception]:
+    """``batch`` kind: enrich, a poison row refused in its place (the error returned, not raised),
+    the payload found by name."""
+    payload = columns.index("payload")
+    return [
+        events.PoisonRowError(f"event {row[0]} is a poison row")
+        if row[payload].startswith(events.POISON_PREFIX)
+        else events.enrich_events([row])[0]
+        for row in rows
     ]
 
 
