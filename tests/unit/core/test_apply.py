@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from parallel_batch.core.apply import Applier, RetriedError
-from parallel_batch.core.prepare import BatchWork, PreparedBatch, prepare
+from parallel_batch.core.prepare import BatchWork, PreparedBatch, prepare, prepare_in_worker
 from parallel_batch.core.source import KeyRange, ReadBatch
 from parallel_batch.core.target import TargetValueError
 from parallel_batch.core.transforms import DEFAULT_RETRY, TransformKind, TransformSpec
@@ -133,6 +133,13 @@ def refuse_odd(rows: list[Row]) -> list[Row | Exception]:
 def refuse_odd_too_big_on_4(rows: list[Row]) -> list[Row | Exception]:
     """batch: :func:`refuse_odd`, and w out of an integer's range for v == 4."""
     return [FlakyError(f"odd {v}") if v % 2 else (v, 2**40 if v == 4 else v) for (v,) in rows]
+
+
+def gc_state(rows: list[Row]) -> list[Row]:
+    """batch: (v,) -> (v, 1 if the garbage collector runs during the call else 0)."""
+    import gc
+
+    return [(v, int(gc.isenabled())) for (v,) in rows]
 
 
 def named(rows: list[Row], *, columns: Sequence[str], target_columns: Sequence[str]) -> list[Row]:
@@ -527,3 +534,22 @@ def test_that_dicts_leaving_columns_out_are_written_with_nulls_there(values: lis
     assert out.rows == expected
     assert out.data == CopyEncoder(WIDE.copy).encode(expected).body
     assert (out.written, out.filtered, out.fanout) == (len(values), 0, 0)
+
+
+def test_that_a_worker_prepares_a_batch_with_the_garbage_collector_paused() -> None:
+    """Test that prepare_in_worker pauses the cyclic garbage collector for the batch only: the
+    transform runs without it, it runs again afterwards, and stays off if it was off."""
+    import gc
+
+    work = BatchWork(ListReader(tuple(_values(3))), _spec("gc_state", "batch"), OUT)
+    encoded = CopyEncoder(OUT.copy).encode([(v, 0) for v in range(3)]).body
+    assert gc.isenabled()
+    assert prepare_in_worker(work, (0, 3)).data.body == encoded
+    assert gc.isenabled()
+    assert prepare(work, (0, 3)).data.body != encoded  # in process: the collector as it was
+    gc.disable()
+    try:
+        assert prepare_in_worker(work, (0, 3)).data.body == encoded
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
