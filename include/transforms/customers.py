@@ -90,10 +90,19 @@ def check_batch(
     """:func:`check` for a batch: each record in the target's column order (a target column
     the file lacks is NULL), or in its place the refusal of one whose email is not an address.
     """
-    to_target = _reorder(tuple(columns), tuple(target_columns))
+    columns, target_columns = tuple(columns), tuple(target_columns)
     if "email" not in columns:
-        return list(map(to_target, rows))
+        return list(map(_reorder(columns, target_columns), rows))
     email, fullmatch = columns.index("email"), _EMAIL.fullmatch
+    if target_columns[: len(columns)] == columns:
+        # the file's columns first (the demo's): the others (none of them: the target's columns
+        # are distinct) NULL, added in line
+        pad = (None,) * (len(target_columns) - len(columns))
+        return [
+            row + pad if (value := row[email]) is None or fullmatch(value) else _refusal(value)
+            for row in rows
+        ]
+    to_target = _reorder(columns, target_columns)
     return [
         to_target(row) if (value := row[email]) is None or fullmatch(value) else _refusal(value)
         for row in rows
