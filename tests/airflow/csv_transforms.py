@@ -1,8 +1,10 @@
-"""A rows-kind transform for the CSV job tests: refuses the ids listed in PB_TEST_CSV_FAIL (read
-per call, so that a test can "fix" it by clearing the variable before a replay)."""
+"""Transforms for the CSV job tests: a rows-kind one that refuses the ids listed in
+PB_TEST_CSV_FAIL (read per call, so that a test can "fix" it by clearing the variable before a
+replay), and an async one that reports what the chunk task's garbage collector holds frozen."""
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -15,3 +17,9 @@ def check(row: dict[str, Any]) -> dict[str, Any]:
     if failing and str(row["id"]) in failing.split(","):
         raise ValueError(f"id {row['id']} refused by the test")
     return row
+
+
+async def freeze_seen(row: dict[str, Any]) -> dict[str, Any]:
+    """async (runs in the chunk task's process): the row, its item saying whether the garbage
+    collector holds objects frozen."""
+    return {**row, "item": str(gc.get_freeze_count() > 0)}

@@ -182,3 +182,35 @@ def test_csv_dead_letters_replay_after_the_transform_is_fixed(
     assert dead_letters(sales, "csv_replay-job") == {}
     rows = sales.execute("SELECT id, item, amount FROM t.sales ORDER BY id").fetchall()
     assert rows == [(i, f'"{i}"', Decimal(f"{i}.5")) for i in range(1, 1001)]
+
+
+def test_a_chunk_task_freezes_its_start_up_objects_only_while_the_chunk_runs(
+    parallel_batch_conn: str,
+    sales: psycopg.Connection,
+    tmp_dags_folder: Path,
+    tmp_path: Path,
+) -> None:
+    """Test that the chunk task's process holds its start-up objects out of the garbage
+    collector's sight while the chunk runs (what an async transform, run in that process, sees)
+    and gives them back after it."""
+    import gc
+
+    path = tmp_path / "sales.csv"
+    path.write_text("id,item,amount\n" + "".join(f"{i},x,{i}\n" for i in range(1, 301)))
+    dag = _dag(
+        tmp_dags_folder,
+        "csv_frozen",
+        path=str(path),
+        transform="tests.airflow.csv_transforms:freeze_seen",
+        transform_kind="async",
+        chunks=2,
+        batch_rows=100,
+    )
+    assert gc.get_freeze_count() == 0
+
+    run = run_dag(dag, {})
+
+    assert run.state == "success", run.tis
+    items = sales.execute("SELECT item, count(*) FROM t.sales GROUP BY item").fetchall()
+    assert items == [("True", 300)]
+    assert gc.get_freeze_count() == 0

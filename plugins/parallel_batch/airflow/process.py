@@ -237,11 +237,13 @@ class ProcessChunkOperator(BaseOperator):
             else f"{spec.transform.concurrency} calls in flight",
             spec.batch_rows,
         )
-        # What the task holds now (Airflow, the DAG, every import) lives until it exits: out of
-        # the garbage collector's sight, its full collections scan only what the chunk makes
-        # (each scanned Airflow's whole heap again, several times a batch at worst).
-        gc.freeze()
         with contextlib.ExitStack() as stack:
+            # What the task holds now (Airflow, the DAG, every import) outlives the chunk: out of
+            # the garbage collector's sight while it runs, its full collections scan only what
+            # the chunk makes (each scanned Airflow's whole heap again). Back in sight after it
+            # (a DAG tested in one process goes on).
+            gc.freeze()
+            stack.callback(gc.unfreeze)
             pool = (
                 stack.enter_context(WorkerPool(workers, task_timeout=self.task_timeout))
                 if in_pool
