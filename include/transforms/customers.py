@@ -99,7 +99,9 @@ def check_batch(
         # are distinct) NULL, added in line
         pad = (None,) * (len(target_columns) - len(columns))
         return [
-            row + pad if (value := row[email]) is None or fullmatch(value) else _refusal(value)
+            tuple(row) + pad  # a tuple's tuple() is itself: no copy
+            if (value := row[email]) is None or fullmatch(value)
+            else _refusal(value)
             for row in rows
         ]
     to_target = _reorder(columns, target_columns)

@@ -241,9 +241,11 @@ class ProcessChunkOperator(BaseOperator):
             # What the task holds now (Airflow, the DAG, every import) outlives the chunk: out of
             # the garbage collector's sight while it runs, its full collections scan only what
             # the chunk makes (each scanned Airflow's whole heap again). Back in sight after it
-            # (a DAG tested in one process goes on).
+            # (a DAG tested in one process goes on), unless the process froze objects itself
+            # (an executor that forks its workers frozen): those stay as it left them.
+            if gc.get_freeze_count() == 0:
+                stack.callback(gc.unfreeze)
             gc.freeze()
-            stack.callback(gc.unfreeze)
             pool = (
                 stack.enter_context(WorkerPool(workers, task_timeout=self.task_timeout))
                 if in_pool

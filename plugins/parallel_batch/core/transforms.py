@@ -30,6 +30,7 @@ import importlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from inspect import Parameter
 from typing import Any, Literal, get_args
 
 from parallel_batch.engine.policy import RetryPolicy
@@ -111,9 +112,15 @@ def with_columns(
     except (TypeError, ValueError):  # a builtin without a signature: it asks for nothing
         return fn
     given = fn.keywords if isinstance(fn, functools.partial) else {}
+    rows = next(iter(parameters), None)  # the first parameter takes the rows, whatever its name
     names = {"columns": columns, "target_columns": target_columns}
     wanted = {
-        name: value for name, value in names.items() if name in parameters and name not in given
+        name: value
+        for name, value in names.items()
+        if name in parameters
+        and name != rows
+        and name not in given
+        and parameters[name].kind not in (Parameter.POSITIONAL_ONLY, Parameter.VAR_POSITIONAL)
     }
     return functools.partial(fn, **wanted) if wanted else fn
 

@@ -151,6 +151,11 @@ def named(rows: list[Row], *, columns: Sequence[str], target_columns: Sequence[s
     ]
 
 
+def rows_named_columns(columns: list[Row]) -> list[Row]:
+    """batch: its rows parameter happens to be named ``columns`` (nothing is injected)."""
+    return [(v, v) for (v,) in columns]
+
+
 def interrupt(rows: list[Row]) -> list[Row]:
     raise KeyboardInterrupt
 
@@ -355,6 +360,8 @@ def test_that_a_batch_transform_gets_the_column_names_it_asks_for() -> None:
         .value
     )
     assert out.rows == [(1, -1), (2, -1)] and CALLS == [[2, 2]]
+    plain = Applier(_spec("rows_named_columns", "batch"), ("v",), OUT).attempt(_values(2), (0, 2))
+    assert plain.value.written == 2 and not plain.item_errors
     given = _spec("named", "batch", kwargs={"columns": ["w", "v"]})
     out = Applier(given, ("x", "v"), OUT, keep_rows=True).attempt([(5, 1)], (0, 1)).value
     assert out.rows == [(1, 5)]
