@@ -460,6 +460,45 @@ def test_that_a_dead_letter_is_written_once_per_item_across_resumes(
     assert rows == [("3", 6, "second", None)]
 
 
+def test_that_a_batch_of_dead_letters_is_stored_field_for_field(
+    store: CheckpointStore, pg_conn: psycopg.Connection
+) -> None:
+    """Test that letters recorded together (one statement) keep every field as given (NULL
+    payload and line, given failure times, a NUL in a message spelled out), and that letters
+    of one item in one call (updated in turn) add their attempts as separate calls do."""
+    import datetime as dt
+
+    store.ensure_job("job", kind="table", plan=PLAN)
+    first = dt.datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC)
+    last = first + dt.timedelta(seconds=90)
+    letters = [
+        DeadLetter("a", None, None, "KeyError", "no key", 2, first, last),
+        DeadLetter("line:7", 7, {"id": 7, "note": "x"}, "CsvValueError", "bad\x00byte", 1),
+    ]
+    with store.conn.transaction():
+        assert deadletters.record_dead_letters(store.conn, "job", CHUNK, letters) == 2
+    rows = pg_conn.execute(
+        "SELECT item_key, line_number, payload, payload IS NULL, error_type, message, attempts,"
+        " first_failed_at, last_failed_at, chunk_id FROM parallel_batch.dead_letters"
+        " ORDER BY item_key"
+    ).fetchall()
+    assert rows[0] == ("a", None, None, True, "KeyError", "no key", 2, first, last, CHUNK)
+    assert rows[1][:7] == ("line:7", 7, {"id": 7, "note": "x"}, False, "CsvValueError",
+                           "bad\\u0000byte", 1)  # fmt: skip
+    assert rows[1][7] == rows[1][8] and rows[1][7] > first  # the commit's time
+    again = [
+        DeadLetter("a", None, None, "ValueError", "still", 1, first, last),
+        DeadLetter("a", None, None, "TypeError", "again", 3, first, last + dt.timedelta(1)),
+    ]
+    with store.conn.transaction():
+        assert deadletters.record_dead_letters(store.conn, "job", CHUNK, again) == 2
+    found = pg_conn.execute(
+        "SELECT error_type, message, attempts, first_failed_at, last_failed_at"
+        " FROM parallel_batch.dead_letters WHERE item_key = 'a'"
+    ).fetchone()
+    assert found == ("TypeError", "again", 6, first, last + dt.timedelta(1))
+
+
 def test_that_dead_letters_can_be_listed_counted_and_replayed(
     store: CheckpointStore, pg_conn: psycopg.Connection
 ) -> None:

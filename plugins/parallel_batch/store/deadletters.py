@@ -141,47 +141,91 @@ def record_dead_letters(
 
     :returns: how many dead letters were recorded.
     """
-    params: list[tuple[Any, ...]] = []
-    for letter in letters:
+    batch = list(letters)
+    for letter in batch:
         if letter.attempts < 1:
             raise ValueError("attempts must be at least 1")
-        params.append(
-            (
-                job_key,
-                chunk_id,
-                letter.item_key,
-                letter.line_number,
-                None if letter.payload is None else Jsonb(letter.payload, dumps=dumps),
-                letter.error_type,
-                _cut(letter.message),
-                letter.attempts,
-                letter.first_failed_at,
-                letter.last_failed_at,
-            )
-        )
-    if not params:
+    if not batch:
         return 0
-    with conn.cursor() as cur:
-        cur.executemany(
-            """
-            INSERT INTO parallel_batch.dead_letters AS d
-                (job_key, chunk_id, item_key, line_number, payload, error_type, message, attempts,
-                 first_failed_at, last_failed_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s,
-                    coalesce(%s, now()), coalesce(%s, now()))
-            ON CONFLICT (job_key, item_key) DO UPDATE SET
-                chunk_id = EXCLUDED.chunk_id,
-                line_number = EXCLUDED.line_number,
-                payload = EXCLUDED.payload,
-                error_type = EXCLUDED.error_type,
-                message = EXCLUDED.message,
-                attempts = d.attempts + EXCLUDED.attempts,
-                last_failed_at = greatest(d.last_failed_at, EXCLUDED.last_failed_at),
-                replayed_at = NULL
-            """,
-            params,
+    if len({letter.item_key for letter in batch}) == len(batch):
+        # One statement for the batch: a JSON array of the letters, a row each. ~half the
+        # server's CPU and a fraction of the client's of one INSERT per letter (the demo file
+        # makes ~50 a batch). Two letters of one item must update in turn: the loop below.
+        rows = [
+            {
+                "item_key": _text(letter.item_key),
+                "line_number": letter.line_number,
+                "payload": letter.payload,
+                "error_type": _text(letter.error_type),
+                "message": _text(_cut(letter.message)),
+                "attempts": letter.attempts,
+                "first_failed_at": letter.first_failed_at,
+                "last_failed_at": letter.last_failed_at,
+            }
+            for letter in batch
+        ]
+        conn.execute(_UPSERT_ALL, (job_key, chunk_id, dumps(rows)))
+        return len(rows)
+    params = [
+        (
+            job_key,
+            chunk_id,
+            _text(letter.item_key),
+            letter.line_number,
+            None if letter.payload is None else Jsonb(letter.payload, dumps=dumps),
+            _text(letter.error_type),
+            _text(_cut(letter.message)),
+            letter.attempts,
+            letter.first_failed_at,
+            letter.last_failed_at,
         )
+        for letter in batch
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(_UPSERT_ONE, params)
     return len(params)
+
+
+def _text(value: str) -> str:
+    """Text PostgreSQL can store (and jsonb can hold): a NUL character spelled out."""
+    return value.replace(_NUL, "\\u0000") if _NUL in value else value
+
+
+_ON_CONFLICT = """
+    ON CONFLICT (job_key, item_key) DO UPDATE SET
+        chunk_id = EXCLUDED.chunk_id,
+        line_number = EXCLUDED.line_number,
+        payload = EXCLUDED.payload,
+        error_type = EXCLUDED.error_type,
+        message = EXCLUDED.message,
+        attempts = d.attempts + EXCLUDED.attempts,
+        last_failed_at = greatest(d.last_failed_at, EXCLUDED.last_failed_at),
+        replayed_at = NULL
+"""
+_COLUMNS = """
+    INSERT INTO parallel_batch.dead_letters AS d
+        (job_key, chunk_id, item_key, line_number, payload, error_type, message, attempts,
+         first_failed_at, last_failed_at)
+"""
+_UPSERT_ONE = (
+    _COLUMNS
+    + """
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()), coalesce(%s, now()))
+"""
+    + _ON_CONFLICT
+)
+_UPSERT_ALL = (
+    _COLUMNS
+    + """
+    SELECT %s, %s, u.item_key, u.line_number, nullif(u.payload, 'null'::jsonb), u.error_type,
+           u.message, u.attempts, coalesce(u.first_failed_at, now()),
+           coalesce(u.last_failed_at, now())
+    FROM jsonb_to_recordset(%s::jsonb) AS u(
+        item_key text, line_number bigint, payload jsonb, error_type text, message text,
+        attempts integer, first_failed_at timestamptz, last_failed_at timestamptz)
+"""
+    + _ON_CONFLICT
+)
 
 
 def delete_chunk_dead_letters(conn: psycopg.Connection, job_key: str, chunk_id: str) -> int:
