@@ -119,11 +119,6 @@ def _reorder(
     index = [columns.index(c) if c in columns else missing for c in target_columns]
     if index == list(range(len(columns))):
         return tuple
-    if index[: len(columns)] == list(range(len(columns))) and set(index[len(columns) :]) == {
-        missing
-    }:
-        pad = (None,) * (len(index) - len(columns))
-        return lambda row: (*row, *pad)
     return lambda row: tuple(map((*row, None).__getitem__, index))
 
 
