@@ -97,6 +97,12 @@ def test_load_rerun_and_full_refresh(
     assert first.state == "success", first.tis
     assert target_rows(pg_conn) == case.expected_rows()
     assert_dead_letters(dead_letters(pg_conn, "csv-test"), case)
+    stored = pg_conn.execute(
+        "SELECT params->'spec'->'transform'->>'path', params->'spec'->'transform'->>'kind'"
+        " FROM parallel_batch.jobs WHERE job_key = 'csv-test'"
+    ).fetchone()
+    # without enrichment the check runs a batch at a time (bad emails refused in place)
+    assert stored == ("include.transforms.customers:check_batch", "batch")
     chunk_ids = [entry["chunk"]["chunk_id"] for entry in first.xcom("customers.plan")]
     assert len(chunk_ids) == 5 and all(c.startswith("bytes[") for c in chunk_ids)
     assert [first.rendered_map_indexes[("customers.process", i)] for i in range(5)] == chunk_ids

@@ -461,12 +461,16 @@ def test_that_a_dead_letter_is_written_once_per_item_across_resumes(
 
 
 def test_that_a_batch_of_dead_letters_is_stored_field_for_field(
-    store: CheckpointStore, pg_conn: psycopg.Connection
+    store: CheckpointStore, pg_conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Test that letters recorded together (one statement) keep every field as given (NULL
     payload and line, given failure times, a NUL in a message spelled out), and that letters
     of one item in one call (updated in turn) add their attempts as separate calls do."""
     import datetime as dt
+
+    one_by_one = deadletters._UPSERT_ONE
+    # letters of distinct items must not take the statement per letter
+    monkeypatch.setattr(deadletters, "_UPSERT_ONE", "SELECT 'not this one' FROM nowhere")
 
     store.ensure_job("job", kind="table", plan=PLAN)
     first = dt.datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=dt.UTC)
@@ -486,6 +490,7 @@ def test_that_a_batch_of_dead_letters_is_stored_field_for_field(
     assert rows[1][:7] == ("line:7", 7, {"id": 7, "note": "x"}, False, "CsvValueError",
                            "bad\\u0000byte", 1)  # fmt: skip
     assert rows[1][7] == rows[1][8] and rows[1][7] > first  # the commit's time
+    monkeypatch.setattr(deadletters, "_UPSERT_ONE", one_by_one)
     again = [
         DeadLetter("a", None, None, "ValueError", "still", 1, first, last),
         DeadLetter("a", None, None, "TypeError", "again", 3, first, last + dt.timedelta(1)),
