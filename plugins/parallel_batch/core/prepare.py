@@ -174,6 +174,7 @@ def prepare(
         letters.append(_given_up_letter(reader, batch, index, given_up))
     if claims is not None:
         outputs = _claim_outputs(batch, order, parts, work)
+        claims.new.outputs_array(outputs)  # made here, in the worker, as the arrays are
     kept_rows, owners = _kept(parts, work, batch, order, ref) if keep_rows else (None, None)
     prepared = PreparedBatch(
         read=batch.read,
@@ -202,6 +203,7 @@ def _deduplicate(
     keys = list(map(str, map(itemgetter(key_index), batch.rows)))
     lines = batch.lines if batch.lines is not None else list(range(len(keys)))
     plan = plan_claims(keys, lines, claimed)
+    plan.new.packed()  # the range row's arrays made here, in the worker (see NewClaims)
     letters = [
         letter(
             reader,

@@ -29,10 +29,10 @@ UPDATE, so it waits for every range claim in flight, and none starts until the m
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
-from typing import NamedTuple
+from typing import Any, NamedTuple, overload
 
 import psycopg
 from psycopg import errors
@@ -40,6 +40,8 @@ from psycopg import errors
 __all__ = [
     "JobClaims",
     "KeysNeeded",
+    "NewClaims",
+    "Packed",
     "claim_range",
     "delete_range_claims",
     "job_claims",
@@ -78,10 +80,20 @@ def job_claims(conn: psycopg.Connection, job_key: str) -> JobClaims:
     return JobClaims(int(found[0]), bool(found[1]))
 
 
-def span(job_id: int, keys: Sequence[str]) -> tuple[str, int, int] | None:
-    """The keys as an array literal and the span they claim, or None when one is not an
-    integer of bigint's range written as ``str(int)`` writes it ("007", "+7" or "-0" are keys
-    of their own: a claim by range would come back from to_keys as another key)."""
+class Packed(NamedTuple):
+    """A batch's new claims as their range row holds them: keys and lines as array literals,
+    the smallest and the largest key (before the job's base is added)."""
+
+    keys: str
+    lines: str
+    low: int
+    high: int
+
+
+def pack(keys: Sequence[str], lines: Sequence[int]) -> Packed | None:
+    """The range row's values of ``keys`` (on ``lines``), or None when a key is not an integer
+    of bigint's range written as ``str(int)`` writes it ("007", "+7" or "-0" are keys of their
+    own: a claim by range would come back from to_keys as another key)."""
     if not keys:
         return None
     joined = ",".join(keys)
@@ -91,8 +103,105 @@ def span(job_id: int, keys: Sequence[str]) -> tuple[str, int, int] | None:
     low, high = min(values), max(values)
     if low < -_INT64 or high >= _INT64:
         return None
+    return Packed("{" + joined + "}", _array(lines), low, high)
+
+
+def span(job_id: int, keys: Sequence[str]) -> tuple[str, int, int] | None:
+    """The keys as an array literal and the span they claim in job ``job_id``, or None when one
+    is not an integer of bigint's range written as ``str(int)`` writes it (see :func:`pack`)."""
+    packed = pack(keys, [0] * len(keys))
+    if packed is None:
+        return None
     base = job_id * _JOB_STRIDE + _INT64
-    return "{" + joined + "}", base + low, base + high
+    return packed.keys, base + packed.low, base + packed.high
+
+
+_UNPACKED: Any = object()  # NewClaims.packed not worked out yet
+
+
+class NewClaims(Sequence[tuple[str, int]]):
+    """The ``(key, line)`` claims a batch takes, in record order, held as two lists.
+
+    A worker plans a batch's claims and the parent commits them: a list of pairs cost ~0.2 us a
+    record to pickle there and back, and ~0.4 more to pick apart and write out as the range
+    row's arrays in the parent. So a worker calls :meth:`packed` before it hands the claims
+    over: the arrays cross as two strings and the parent only sends them.
+    """
+
+    __slots__ = ("_made", "_packed", "keys", "lines")
+
+    def __init__(self, keys: Iterable[str] = (), lines: Iterable[int] = ()) -> None:
+        self.keys: list[str] = list(keys)
+        self.lines: list[int] = list(lines)
+        if len(self.keys) != len(self.lines):
+            raise ValueError("keys and lines must have the same length")
+        self._packed: Packed | None = _UNPACKED
+        self._made: tuple[dict[str, int], str] | None = None
+
+    def packed(self) -> Packed | None:
+        """The range row's values (see :func:`pack`), worked out once."""
+        if self._packed is _UNPACKED:
+            self._packed = pack(self.keys, self.lines)
+        return self._packed
+
+    def outputs_array(self, outputs: Mapping[str, int]) -> str | None:
+        """What each claim's record became (``outputs`` names those that did not become one
+        row each) as the range row's array literal; None when every record became one row.
+        Kept for the same ``outputs``: made in the worker, sent as it is by the parent (unless
+        the parent's commit changed what a record became)."""
+        if not outputs:
+            return None
+        if self._made is None or self._made[0] != outputs:
+            self._made = dict(outputs), _array(list(map(outputs.get, self.keys, repeat(1))))
+        return self._made[1]
+
+    def append(self, pair: tuple[str, int]) -> None:
+        """Add a claim after these."""
+        self.keys.append(pair[0])
+        self.lines.append(pair[1])
+        self._packed, self._made = _UNPACKED, None
+
+    def extend(self, pairs: Iterable[tuple[str, int]]) -> None:
+        """Add claims after these."""
+        for key, line in pairs:
+            self.keys.append(key)
+            self.lines.append(line)
+        self._packed, self._made = _UNPACKED, None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, int]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[str, int]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[str, int] | list[tuple[str, int]]:
+        if isinstance(index, slice):
+            return list(zip(self.keys[index], self.lines[index], strict=True))
+        return self.keys[index], self.lines[index]
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return zip(self.keys, self.lines, strict=True)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, NewClaims):
+            return self.keys == other.keys and self.lines == other.lines
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a list
+
+    def __repr__(self) -> str:
+        return f"NewClaims({list(self)!r})"
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return self.keys, self.lines, self._packed, self._made
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.keys, self.lines, self._packed, self._made = state
 
 
 def claim_range(
@@ -106,16 +215,16 @@ def claim_range(
 
     :raises KeysNeeded: the keys are not all integers, or their span meets another batch's.
     """
-    # picked out, not transposed with zip(*new): that made an iterator per pair, and the
-    # allocations woke the garbage collector over the whole heap of an Airflow task
-    keys = list(map(itemgetter(0), new))
-    lines = list(map(itemgetter(1), new))
-    found = span(job_id, keys)
-    if found is None:
+    if not isinstance(new, NewClaims):
+        # picked out, not transposed with zip(*new): that made an iterator per pair, and the
+        # allocations woke the garbage collector over the whole heap of an Airflow task
+        new = NewClaims(map(itemgetter(0), new), map(itemgetter(1), new))
+    packed = new.packed()
+    if packed is None:
         raise KeysNeeded("keys that are not all integers of bigint's range")
-    array, low, high = found
-    # outputs holds the records that did not become one row each (NULL: none)
-    made = _array(list(map(outputs.get, keys, repeat(1)))) if outputs else None
+    base = job_id * _JOB_STRIDE + _INT64
+    array, lines, low, high = packed.keys, packed.lines, base + packed.low, base + packed.high
+    made = new.outputs_array(outputs)  # NULL: every record became one row
     try:  # a violation ends the commit's transaction: it rolls back
         conn.execute(
             "INSERT INTO parallel_batch.range_claims"
@@ -128,7 +237,7 @@ def claim_range(
                 str(low),
                 str(high),
                 array,
-                _array(lines),
+                lines,
                 made,
             ),
         )

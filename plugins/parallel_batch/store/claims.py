@@ -51,6 +51,7 @@ import psycopg
 from psycopg import errors
 
 from parallel_batch.store import claim_ranges
+from parallel_batch.store.claim_ranges import NewClaims
 
 __all__ = [
     "FAILED",
@@ -102,14 +103,14 @@ class ClaimPlan:
     """What a batch does with its keys, given the claims believed to exist.
 
     :param loads: indexes of the records that go on (first occurrences), in record order.
-    :param new: ``(key, line)`` claims to insert.
+    :param new: ``(key, line)`` claims to insert (a :class:`NewClaims`: see there).
     :param expected: the existing claims the plan relies on (verified under lock).
     :param displaced: ``{key: (claim taken over, our line)}``.
     :param duplicates: ``{record index: (key, line of the occurrence that wins)}``.
     """
 
     loads: list[int] = field(default_factory=list)
-    new: list[tuple[str, int]] = field(default_factory=list)
+    new: NewClaims = field(default_factory=NewClaims)
     expected: dict[str, Claim] = field(default_factory=dict)
     displaced: dict[str, tuple[Claim, int]] = field(default_factory=dict)
     duplicates: dict[int, tuple[str, int]] = field(default_factory=dict)
@@ -135,7 +136,7 @@ def plan_claims(keys: Sequence[str], lines: Sequence[int], existing: dict[str, C
     if len(keys) != len(lines):
         raise ValueError("keys and lines must have the same length")
     if not existing and len(set(keys)) == len(keys):  # the common case, decided in C
-        return ClaimPlan(loads=list(range(len(keys))), new=list(zip(keys, lines, strict=True)))
+        return ClaimPlan(loads=list(range(len(keys))), new=NewClaims(keys, lines))
     plan = ClaimPlan()
     first: dict[str, int] = {}  # key -> line that wins it, once decided in this batch
     for index, (key, line) in enumerate(zip(keys, lines, strict=True)):
@@ -226,7 +227,7 @@ def _insert(
     conn: psycopg.Connection,
     job_id: int,
     chunk_id: str,
-    new: list[tuple[str, int]],
+    new: Sequence[tuple[str, int]],
     outputs: Mapping[str, int],
 ) -> None:
     """Insert claims with binary COPY: about twice as fast as INSERT ... ON CONFLICT. A key

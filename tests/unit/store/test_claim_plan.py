@@ -45,3 +45,41 @@ def test_that_spans_of_integer_keys_keep_jobs_apart() -> None:
     assert top is not None and bottom is not None and top[2] < bottom[1]
     for keys in (["007"], ["-0"], ["+1"], ["1,2"], [str(2**63)], ["x"], []):
         assert span(1, keys) is None, keys
+
+
+def test_that_new_claims_cross_to_the_parent_with_their_range_row_made() -> None:
+    """Test that a batch's new claims, packed in the worker, cross a pickle with the range row's
+    arrays made (the parent only sends them), read as (key, line) pairs in record order, and
+    that claims added afterwards are packed again."""
+    import pickle
+
+    from parallel_batch.store.claim_ranges import NewClaims, Packed
+
+    plan = plan_claims(["7", "3", "9"], [10, 12, 15], {})
+    assert isinstance(plan.new, NewClaims)
+    assert plan.new.packed() == Packed("{7,3,9}", "{10,12,15}", 3, 9)
+    crossed = pickle.loads(pickle.dumps(plan.new))
+    assert crossed._packed == Packed("{7,3,9}", "{10,12,15}", 3, 9)  # not made again
+    assert list(crossed) == [("7", 10), ("3", 12), ("9", 15)] and crossed == plan.new
+    assert crossed[1] == ("3", 12) and crossed[1:] == [("3", 12), ("9", 15)]
+    crossed.extend([("1", 20)])
+    assert crossed.packed() == Packed("{7,3,9,1}", "{10,12,15,20}", 1, 9)
+    assert NewClaims(["x"], [2]).packed() is None  # not an integer: the job claims by key
+    assert not NewClaims() and NewClaims().packed() is None
+
+
+def test_that_what_claimed_records_became_is_an_array_made_once_per_outcome() -> None:
+    """Test that the outputs array lists each claim's outcome in key order (1 where the record
+    became one row), crosses a pickle made, and is made again when the parent's commit
+    changes an outcome (a row the target refused)."""
+    import pickle
+
+    from parallel_batch.store.claim_ranges import NewClaims
+
+    new = NewClaims(["7", "3", "9"], [10, 12, 15])
+    assert new.outputs_array({}) is None
+    assert new.outputs_array({"3": 0, "9": 2}) == "{1,0,2}"
+    crossed = pickle.loads(pickle.dumps(new))
+    assert crossed._made == ({"3": 0, "9": 2}, "{1,0,2}")
+    assert crossed.outputs_array({"3": 0, "9": 2}) == "{1,0,2}"
+    assert crossed.outputs_array({"3": 0, "9": 2, "7": -1}) == "{-1,0,2}"
