@@ -113,3 +113,24 @@ def test_that_values_of_another_type_are_left_to_the_encoder() -> None:
     """Test that a value that is not a number in a numeric column passes the checks (the COPY
     encoder refuses it), and does not break the column-at-a-time check of the others."""
     OUT.check_rows([GOOD, _with(n="many", price="lots", note=7)])
+
+
+@pytest.mark.parametrize(
+    ("values", "fits"),
+    [
+        (["1.10", "99999999.99", "-0.01"], True),  # exactly two places: the quick test
+        (["1.10", "2.5", "7"], True),  # fewer places: quantized, and equal
+        (["1.10", "2.555"], False),  # PostgreSQL would round it
+        (["1.10", "1.00E+1"], True),  # 10.0, one place
+        (["1.10", "NaN"], False),  # a suspect: check_row words it
+    ],
+)
+def test_that_the_screen_of_a_numeric_column_passes_what_its_scale_keeps(
+    values: list[str], fits: bool
+) -> None:
+    """Test that the column-at-a-time screen of numeric(12,2) passes values with exactly two
+    places (one C call each) or fewer, and flags one that would be rounded."""
+    from parallel_batch.core.target import _column_fits
+
+    limit = ColumnLimit("numeric(12,2)", integer_digits=10, scale=2)
+    assert _column_fits([Decimal(v) for v in values], limit) is fits
