@@ -23,7 +23,7 @@ import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, InvalidOperation
 from functools import cached_property, partial
 from itertools import repeat
 from typing import Any, NamedTuple
@@ -276,6 +276,9 @@ def _primary_key(conn: psycopg.Connection, table: str, write_mode: WriteMode) ->
 
 
 _is_value = partial(operator.is_not, None)
+# Quantizing to a numeric's scale in the default context (28 digits) fails for a value of more
+# digits, which a numeric(40,2) stores as it is: enough digits for any numeric's (1000 at most).
+_exact = Context(prec=1100, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
 def _column_fits(values: list[Any], limit: ColumnLimit) -> bool:
@@ -296,7 +299,8 @@ def _column_fits(values: list[Any], limit: ColumnLimit) -> bool:
             # value less than quantizing each and comparing
             if all(map(Decimal.same_quantum, values, repeat(step))):
                 return True
-            return all(map(operator.eq, values, map(Decimal.quantize, values, repeat(step))))
+            quantized = map(Decimal.quantize, values, repeat(step), repeat(None), repeat(_exact))
+            return all(map(operator.eq, values, quantized))
     except (TypeError, ArithmeticError, AttributeError):
         return False
     return True
@@ -318,7 +322,7 @@ def _limit_reason(value: Any, limit: ColumnLimit) -> str | None:
         return f"out of the range of {limit.type_name}"
     if limit.scale is not None:
         try:
-            exact = number == number.quantize(Decimal(1).scaleb(-limit.scale))
+            exact = number == number.quantize(Decimal(1).scaleb(-limit.scale), context=_exact)
         except InvalidOperation:
             exact = False
         if not exact:

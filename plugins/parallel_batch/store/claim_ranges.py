@@ -51,7 +51,8 @@ __all__ = [
 
 _INT64 = 2**63
 # Integers as str() writes them, separated by commas (checked at C speed, all keys at once).
-_INTEGERS = re.compile(r"(?:0|-?[1-9][0-9]*)(?:,(?:0|-?[1-9][0-9]*))*")
+# (At most 19 digits each, as many as a bigint has: int() never meets a key of thousands.)
+_INTEGERS = re.compile(r"(?:0|-?[1-9][0-9]{0,18})(?:,(?:0|-?[1-9][0-9]{0,18}))*")
 _JOB_STRIDE = 2**64
 
 
@@ -198,10 +199,14 @@ class NewClaims(Sequence[tuple[str, int]]):
         return f"NewClaims({list(self)!r})"
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return self.keys, self.lines, self._packed, self._made
+        # whether packed() ran, apart: the marker of "not yet" is not the same object after
+        # a pickle or a copy
+        done = self._packed is not _UNPACKED
+        return self.keys, self.lines, done, self._packed if done else None, self._made
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.keys, self.lines, self._packed, self._made = state
+        self.keys, self.lines, done, packed, self._made = state
+        self._packed = packed if done else _UNPACKED
 
 
 def claim_range(
@@ -248,9 +253,9 @@ def claim_range(
 def _array(values: Sequence[int]) -> str:
     """An array of integers in PostgreSQL's text form, made at C speed (psycopg's list dumper
     matches every element against a pattern: in a profile of a 200,000-record job it took
-    1.0 s of the chunk process's 3.9): a list's repr, whose ints are written without a str
-    object each (~65 ns an element against ~105 for ``",".join(map(str, values))``)."""
-    return "{" + repr(list(values))[1:-1].replace(" ", "") + "}"
+    1.0 s of the chunk process's 3.9). Not a list's repr, though ~40 % faster: a NumPy
+    integer's repr is ``np.int64(3)``."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def to_keys(conn: psycopg.Connection, job_key: str) -> int:

@@ -134,3 +134,19 @@ def test_that_the_screen_of_a_numeric_column_passes_what_its_scale_keeps(
 
     limit = ColumnLimit("numeric(12,2)", integer_digits=10, scale=2)
     assert _column_fits([Decimal(v) for v in values], limit) is fits
+
+
+def test_that_a_numeric_of_more_digits_than_python_s_default_context_is_screened_exactly() -> None:
+    """Test that a numeric(40,2) value of 30 digits with two places fits, alone or beside a
+    value that does not (its fate never depends on its batch), and that one with three places
+    is refused for its places."""
+    from parallel_batch.core.target import _column_fits, _limit_reason
+
+    limit = ColumnLimit("numeric(40,2)", integer_digits=38, scale=2)
+    big = Decimal("1" * 28 + ".00")
+    assert _column_fits([big], limit) and _column_fits([big, Decimal("0.5")], limit)
+    assert not _column_fits([big, Decimal("1.005")], limit)
+    assert _limit_reason(big, limit) is None
+    assert _limit_reason(Decimal("1" * 30 + ".005"), limit) == (
+        "more than 2 decimal places (numeric(40,2) would round it)"
+    )

@@ -83,3 +83,23 @@ def test_that_what_claimed_records_became_is_an_array_made_once_per_outcome() ->
     assert crossed._made == ({"3": 0, "9": 2}, "{1,0,2}")
     assert crossed.outputs_array({"3": 0, "9": 2}) == "{1,0,2}"
     assert crossed.outputs_array({"3": 0, "9": 2, "7": -1}) == "{-1,0,2}"
+
+
+def test_that_new_claims_copied_before_they_are_packed_pack_after() -> None:
+    """Test that claims pickled or copied before packed() ran still pack (the "not yet" marker
+    is not the same object after a copy), and that a key too long for a bigint never packs
+    (int() of a key of thousands of digits would raise instead)."""
+    import copy
+    import pickle
+
+    from parallel_batch.store.claim_ranges import NewClaims, Packed, pack
+
+    for moved in (
+        pickle.loads(pickle.dumps(NewClaims(["1", "2"], [5, 6]))),
+        copy.deepcopy(NewClaims(["1", "2"], [5, 6])),
+    ):
+        assert moved.packed() == Packed("{1,2}", "{5,6}", 1, 2)
+    unpackable = pickle.loads(pickle.dumps(NewClaims(["x"], [5])))
+    assert unpackable.packed() is None
+    assert pickle.loads(pickle.dumps(unpackable))._packed is None  # a None that is an answer
+    assert pack(["1" * 5000], [2]) is None and pack([str(2**64)], [2]) is None
