@@ -91,10 +91,10 @@ class Packed(NamedTuple):
     high: int
 
 
-def pack(keys: Sequence[str], lines: Sequence[int]) -> Packed | None:
-    """The range row's values of ``keys`` (on ``lines``), or None when a key is not an integer
-    of bigint's range written as ``str(int)`` writes it ("007", "+7" or "-0" are keys of their
-    own: a claim by range would come back from to_keys as another key)."""
+def _key_span(keys: Sequence[str]) -> tuple[str, int, int] | None:
+    """The keys joined by commas, the smallest and the largest, or None when one is not an
+    integer of bigint's range written as ``str(int)`` writes it ("007", "+7" or "-0" are keys of
+    their own: a claim by range would come back from to_keys as another key)."""
     if not keys:
         return None
     joined = ",".join(keys)
@@ -104,17 +104,33 @@ def pack(keys: Sequence[str], lines: Sequence[int]) -> Packed | None:
     low, high = min(values), max(values)
     if low < -_INT64 or high >= _INT64:
         return None
+    return joined, low, high
+
+
+def _in_job(job_id: int, low: int, high: int) -> tuple[int, int]:
+    """A span of keys moved to job ``job_id``'s own stretch of numbers."""
+    base = job_id * _JOB_STRIDE + _INT64
+    return base + low, base + high
+
+
+def pack(keys: Sequence[str], lines: Sequence[int]) -> Packed | None:
+    """The range row's values of ``keys`` (on ``lines``), or None when a key is not an integer
+    of bigint's range written as ``str(int)`` writes it (see _key_span)."""
+    found = _key_span(keys)
+    if found is None:
+        return None
+    joined, low, high = found
     return Packed("{" + joined + "}", _array(lines), low, high)
 
 
 def span(job_id: int, keys: Sequence[str]) -> tuple[str, int, int] | None:
     """The keys as an array literal and the span they claim in job ``job_id``, or None when one
-    is not an integer of bigint's range written as ``str(int)`` writes it (see :func:`pack`)."""
-    packed = pack(keys, [0] * len(keys))
-    if packed is None:
+    is not an integer of bigint's range written as ``str(int)`` writes it (see _key_span)."""
+    found = _key_span(keys)
+    if found is None:
         return None
-    base = job_id * _JOB_STRIDE + _INT64
-    return packed.keys, base + packed.low, base + packed.high
+    joined, low, high = found
+    return ("{" + joined + "}", *_in_job(job_id, low, high))
 
 
 _UNPACKED: Any = object()  # NewClaims.packed not worked out yet
@@ -227,8 +243,8 @@ def claim_range(
     packed = new.packed()
     if packed is None:
         raise KeysNeeded("keys that are not all integers of bigint's range")
-    base = job_id * _JOB_STRIDE + _INT64
-    array, lines, low, high = packed.keys, packed.lines, base + packed.low, base + packed.high
+    low, high = _in_job(job_id, packed.low, packed.high)
+    array, lines = packed.keys, packed.lines
     made = new.outputs_array(outputs)  # NULL: every record became one row
     try:  # a violation ends the commit's transaction: it rolls back
         conn.execute(

@@ -3,6 +3,7 @@ path: crash and timeout isolation, a source that cannot be read, the readers' ti
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -77,6 +78,31 @@ def test_that_an_output_row_the_target_cannot_take_fails_alone(events: str) -> N
     assert letter.item_key == "5"
     # The column at fault is named, as for the values the target's checks refuse.
     assert "amount_cents" in letter.message, letter
+
+
+def test_that_a_worker_hands_over_its_batch_s_claims_with_their_range_row_made(
+    events: str,
+) -> None:
+    """Test that a batch prepared in a pool worker with a key to deduplicate comes back with its
+    range claim's arrays already made there (the keys, the lines, and what each record became:
+    -1 for the poison rows), so the parent's commit only sends them."""
+    from parallel_batch.core.prepare import prepare_in_worker
+    from parallel_batch.store.claim_ranges import Packed
+
+    work = dataclasses.replace(_work(events), dedup_key="id")
+    with WorkerPool(1) as pool:
+        prepared = pool.submit(prepare_in_worker, work, BatchRange(None, 100)).result()
+    assert prepared.claims is not None
+    new, outputs = prepared.claims.plan.new, prepared.claims.outputs
+    keys = ",".join(map(str, range(1, 101)))
+    assert new._packed == Packed(
+        "{" + keys + "}", "{" + ",".join(map(str, range(100))) + "}", 1, 100
+    )
+    assert outputs == {"37": -1, "74": -1}
+    assert new._made is not None and new._made[0] == outputs
+    assert (
+        new._made[1] == "{" + ",".join("-1" if k in (37, 74) else "1" for k in range(1, 101)) + "}"
+    )
 
 
 def test_that_the_pool_path_matches_the_in_process_path(events: str) -> None:
