@@ -220,7 +220,7 @@ class ParallelCsvJob(_ParallelJob):
         through ``ObjectStoragePath``); None: the filesystem's own (environment, profile).
     :param key_column: a column whose duplicates are dead letters, the first in the file
         winning; None: none.
-    :param chunk_bytes: bytes per chunk (default 64 MiB); or ``chunks``: how many.
+    :param chunk_bytes: bytes per chunk (default 128 MiB); or ``chunks``: how many.
     :param conn_id: the target's database.
     """
 

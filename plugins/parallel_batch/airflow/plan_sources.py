@@ -20,12 +20,16 @@ from parallel_batch.store.identifiers import column_sql, parse_table
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "PlanCsvJobOperator", "PlanTableJobOperator"]
 
-# Bytes per CSV chunk (one mapped task each), about 600,000 demo records: like the table job's
-# million rows, tens of seconds of work per task, so that a task's own cost (start, XComs, state:
-# a second or more) stays small. `make bench`'s csv_dag, 2M records on 2 pool slots: 8 MiB (26
-# tasks) 3.27x the hand-written loader's time, 32 MiB 2.75x, 64 MiB 2.54x. Smaller: more tasks
-# for a file of a few hundred MB on many workers, cheaper retries; a 1 GiB file makes 16 tasks.
-DEFAULT_CHUNK_BYTES = 64 << 20
+# Bytes per CSV chunk (one mapped task each), about 1.3 million demo records: like the table
+# job's million rows, tens of seconds of work per task, so that a task's own cost stays small
+# (on 2 cores: ~1.5 s of CPU for its supervisor, task process and worker start, and a second or
+# so between one wave of tasks and the next). `make bench`'s csv_dag, 2M records on 2 pool slots:
+# 8 MiB (26 tasks) 3.27x the hand-written loader's time, 32 MiB 2.75x, 64 MiB 2.54x (an earlier
+# build); later, 64 MiB (4 tasks, two waves) against 2 chunks (one wave), taking turns in one
+# Airflow: 17.2-19.8 s against 15.0-18.9 s. 128 MiB is also Spark's default split. Smaller: more
+# tasks for a file of a few hundred MB on many workers (set `chunks` to the slots you have),
+# cheaper retries; a 2 GiB file makes 16 tasks.
+DEFAULT_CHUNK_BYTES = 128 << 20
 
 
 class PlanTableJobOperator(PlanJobOperator):
