@@ -64,6 +64,9 @@ def test_dag_shape_and_params() -> None:
     assert defaults["path"].endswith("/include/data/customers_sample.csv")
     assert defaults["enrich_url"] is None and defaults["job_key"] is None
     assert defaults["full_refresh"] is False
+    # the README's defaults: one chunk task per 128 MiB, 10,000 records a batch
+    assert defaults["chunk_bytes"] == 128 << 20 and defaults["batch_rows"] == 10_000
+    assert defaults["chunks"] is None
     assert type(dag.timetable).__name__ == "NullTimetable"  # triggered, never scheduled
     process = dag.task_dict["customers.process"]
     assert process.partial_kwargs["pool"] == "parallel_batch"

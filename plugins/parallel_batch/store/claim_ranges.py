@@ -31,7 +31,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
-from operator import itemgetter
 from typing import Any, NamedTuple, overload
 
 import psycopg
@@ -45,7 +44,8 @@ __all__ = [
     "claim_range",
     "delete_range_claims",
     "job_claims",
-    "span",
+    "job_span",
+    "pack",
     "to_keys",
 ]
 
@@ -107,8 +107,9 @@ def _key_span(keys: Sequence[str]) -> tuple[str, int, int] | None:
     return joined, low, high
 
 
-def _in_job(job_id: int, low: int, high: int) -> tuple[int, int]:
-    """A span of keys moved to job ``job_id``'s own stretch of numbers."""
+def job_span(job_id: int, low: int, high: int) -> tuple[int, int]:
+    """A span of keys moved to job ``job_id``'s own stretch of numbers (spans of two jobs never
+    meet: the largest bigint of one lies below the smallest of the next)."""
     base = job_id * _JOB_STRIDE + _INT64
     return base + low, base + high
 
@@ -121,16 +122,6 @@ def pack(keys: Sequence[str], lines: Sequence[int]) -> Packed | None:
         return None
     joined, low, high = found
     return Packed("{" + joined + "}", _array(lines), low, high)
-
-
-def span(job_id: int, keys: Sequence[str]) -> tuple[str, int, int] | None:
-    """The keys as an array literal and the span they claim in job ``job_id``, or None when one
-    is not an integer of bigint's range written as ``str(int)`` writes it (see _key_span)."""
-    found = _key_span(keys)
-    if found is None:
-        return None
-    joined, low, high = found
-    return ("{" + joined + "}", *_in_job(job_id, low, high))
 
 
 _UNPACKED: Any = object()  # NewClaims.packed not worked out yet
@@ -229,21 +220,17 @@ def claim_range(
     conn: psycopg.Connection,
     job_id: int,
     chunk_id: str,
-    new: Sequence[tuple[str, int]],
+    new: NewClaims,
     outputs: Mapping[str, int],
 ) -> None:
     """Claim a batch's keys ``new`` (``(key, line)``) with one row.
 
     :raises KeysNeeded: the keys are not all integers, or their span meets another batch's.
     """
-    if not isinstance(new, NewClaims):
-        # picked out, not transposed with zip(*new): that made an iterator per pair, and the
-        # allocations woke the garbage collector over the whole heap of an Airflow task
-        new = NewClaims(map(itemgetter(0), new), map(itemgetter(1), new))
     packed = new.packed()
     if packed is None:
         raise KeysNeeded("keys that are not all integers of bigint's range")
-    low, high = _in_job(job_id, packed.low, packed.high)
+    low, high = job_span(job_id, packed.low, packed.high)
     array, lines = packed.keys, packed.lines
     made = new.outputs_array(outputs)  # NULL: every record became one row
     try:  # a violation ends the commit's transaction: it rolls back

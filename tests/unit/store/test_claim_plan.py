@@ -33,18 +33,19 @@ def test_claims_of_other_records_decide_by_line() -> None:
 def test_that_spans_of_integer_keys_keep_jobs_apart() -> None:
     """Test that a batch's span is its smallest and largest key, that the spans of two jobs
     never meet (the largest bigint of one job below the smallest of the next), and that keys
-    which are not str() of a bigint have no span."""
-    from parallel_batch.store.claim_ranges import span
+    which are not str() of a bigint do not pack."""
+    from parallel_batch.store.claim_ranges import job_span, pack
 
-    found = span(7, ["5", "-3", "12"])
+    found = pack(["5", "-3", "12"], [1, 2, 3])
     assert found is not None
-    array, low, high = found
-    assert array == "{5,-3,12}" and high - low == 15
-    top = span(1, [str(2**63 - 1)])
-    bottom = span(2, [str(-(2**63))])
-    assert top is not None and bottom is not None and top[2] < bottom[1]
+    assert (found.keys, found.low, found.high) == ("{5,-3,12}", -3, 12)
+    low, high = job_span(7, found.low, found.high)
+    assert high - low == 15
+    top = job_span(1, 2**63 - 1, 2**63 - 1)
+    bottom = job_span(2, -(2**63), -(2**63))
+    assert top[1] < bottom[0]
     for keys in (["007"], ["-0"], ["+1"], ["1,2"], [str(2**63)], ["x"], []):
-        assert span(1, keys) is None, keys
+        assert pack(keys, list(range(len(keys)))) is None, keys
 
 
 def test_that_new_claims_cross_to_the_parent_with_their_range_row_made() -> None:
