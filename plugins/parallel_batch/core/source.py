@@ -17,13 +17,22 @@ decodes a row.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from parallel_batch.store.deadletters import DeadLetter, StoredDeadLetter
 
-__all__ = ["BatchRef", "ChunkReader", "KeyRange", "ReadBatch", "Row", "Sizing", "Source"]
+__all__ = [
+    "BatchRef",
+    "ChunkReader",
+    "ColumnsBatch",
+    "KeyRange",
+    "ReadBatch",
+    "Row",
+    "Sizing",
+    "Source",
+]
 
 Row = tuple[Any, ...]
 # A batch's reference: a NamedTuple of plain values (it is pickled to workers and logged).
@@ -49,6 +58,29 @@ class ReadBatch:
     def read(self) -> int:
         """Records read: each ends in the target, the filtered count or the dead letters."""
         return len(self.rows) + len(self.errors)
+
+
+@dataclass
+class ColumnsBatch:
+    """One batch as read in columns, by a reader that can (``read_columns``: a CSV's).
+
+    :param table: the records that read whole, as a ``pyarrow.Table`` named as the reader's
+        ``columns``.
+    :param lines: each row's 1-based starting line.
+    :param errors: records that could not be read, already dead letters.
+    :param row: the Python values of the row at an index, exactly as ``read`` gives them (the
+        payload of a dead letter made after reading).
+    """
+
+    table: Any
+    lines: list[int]
+    errors: list[DeadLetter]
+    row: Callable[[int], Row]
+
+    @property
+    def read(self) -> int:
+        """Records read (as :attr:`ReadBatch.read`)."""
+        return int(self.table.num_rows) + len(self.errors)
 
 
 class Sizing(NamedTuple):

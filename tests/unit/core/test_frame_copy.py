@@ -162,7 +162,8 @@ def test_that_text_encodes_to_the_bytes_psycopg_gives_its_rows(name: str) -> Non
         pytest.param("note", ["a", "b\x00c"], id="NUL"),
         pytest.param("note", pd.Series(["a", 2], dtype=object), id="not all str"),
         pytest.param("note", np.array([1, 2]), id="numbers into text"),
-        pytest.param("note", ["a", "\ud800"], id="lone surrogate"),
+        # object dtype: pandas' pyarrow-backed str dtype cannot hold a lone surrogate at all
+        pytest.param("note", pd.Series(["a", "\ud800"], dtype=object), id="lone surrogate"),
     ],
 )
 def test_that_text_it_cannot_encode_exactly_is_left_to_the_general_way(
