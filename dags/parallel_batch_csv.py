@@ -79,9 +79,9 @@ with DAG(
         path="{{ params.path }}",
         target_table="{{ params.target_table }}",
         key_column="id",
-        # without enrichment the check runs a batch at a time (no dict per record)
-        transform=f"{TRANSFORMS}:{{{{ 'enrich' if params.enrich_url else 'check_batch' }}}}",
-        transform_kind="{{ 'async' if params.enrich_url else 'batch' }}",
+        # without enrichment the check runs over a batch's columns (no Python object a value)
+        transform=f"{TRANSFORMS}:{{{{ 'enrich' if params.enrich_url else 'check_arrow' }}}}",
+        transform_kind="{{ 'async' if params.enrich_url else 'arrow' }}",
         transform_kwargs="{{ {'url': params.enrich_url, 'timeout': params.enrich_timeout,"
         " 'connections': params.enrich_concurrency} if params.enrich_url else None }}",
         concurrency="{{ params.enrich_concurrency }}",

@@ -104,8 +104,8 @@ def test_load_rerun_and_full_refresh(
         "SELECT params->'spec'->'transform'->>'path', params->'spec'->'transform'->>'kind'"
         " FROM parallel_batch.jobs WHERE job_key = 'csv-test'"
     ).fetchone()
-    # without enrichment the check runs a batch at a time (bad emails refused in place)
-    assert stored == ("include.transforms.customers:check_batch", "batch")
+    # without enrichment the check runs over a batch's columns (bad emails refused by index)
+    assert stored == ("include.transforms.customers:check_arrow", "arrow")
     chunk_ids = [entry["chunk"]["chunk_id"] for entry in first.xcom("customers.plan")]
     assert len(chunk_ids) == 5 and all(c.startswith("bytes[") for c in chunk_ids)
     assert [first.rendered_map_indexes[("customers.process", i)] for i in range(5)] == chunk_ids

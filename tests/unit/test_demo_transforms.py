@@ -113,3 +113,37 @@ def test_check_batch_refuses_what_check_refuses_and_orders_rows_for_the_target()
     assert no_email == [(1, "A")]
     with pytest.raises(TypeError):  # the names are not optional: the kind gives them
         check_batch(rows)  # type: ignore[call-arg]
+
+
+def test_check_arrow_refuses_what_check_refuses_by_index() -> None:
+    """``check_arrow`` (the DAG's check without enrichment, over columns) keeps the records
+    ``check`` keeps, in order, and refuses the others by index with ``check``'s error; a
+    non-ASCII space (which RE2's ``\\s`` misses) is refused as Python's ``\\s`` refuses it."""
+    import pyarrow as pa
+
+    from include.transforms.customers import InvalidEmailError, check, check_arrow
+
+    emails = [
+        "a@b.example",
+        "no-at-sign",
+        None,
+        "a@b@c",
+        "é@ü.example",
+        "a\u00a0b@c.example",
+        "a@b\u3000c",
+        "a b@c",
+    ]
+    table = pa.table({"id": list(range(len(emails))), "email": emails})
+    kept, refused = check_arrow(table)
+    expected_kept, expected_refused = [], {}
+    for i, email in enumerate(emails):
+        try:
+            check({"id": i, "email": email})
+            expected_kept.append(i)
+        except InvalidEmailError as exc:
+            expected_refused[i] = str(exc)
+    assert kept.column("id").to_pylist() == expected_kept == [0, 2, 4]
+    assert {i: str(e) for i, e in refused.items()} == expected_refused
+    assert all(isinstance(e, InvalidEmailError) for e in refused.values())
+    no_email = pa.table({"id": [1]})
+    assert check_arrow(no_email) == (no_email, {})

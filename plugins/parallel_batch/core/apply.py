@@ -2,7 +2,8 @@
 
 One attempt per unit (a range ``[a, b)`` of the batch's rows), for :func:`engine.isolation.isolate`::
 
-    batch, dataframe   fn(the unit's rows) whole; check and encode every output row
+    batch, dataframe,  fn(the unit's rows) whole (arrow: as a pyarrow.Table); check and encode
+    arrow              every output row
                        any error (the function's, a value the target refuses) -> the unit fails
                        and is split, down to the rows at fault; a batch function's exception
                        returned in a row's place refuses that row alone (an item error)
@@ -98,8 +99,6 @@ class Applier:
         self.fn = spec.load()
         self._encoder = CopyEncoder(target.copy)
         self._outputs = DictOutputs(target.columns)
-        self._out_columns = self._outputs.columns
-        self._pick_out = self._outputs.pick_one
         self._loop: asyncio.AbstractEventLoop | None = None
         if self.fn is None:
             missing = [c for c in target.columns if c not in columns]
@@ -116,9 +115,10 @@ class Applier:
                 if len(index) > 1
                 else (lambda row: (pick(row),))
             )
-        if spec.kind == "batch" and self.fn is not None:
+        if spec.kind in ("batch", "arrow") and self.fn is not None:
             self.fn = with_columns(self.fn, columns, target.columns)
         attempts = {"rows": self._rows, "batch": self._batch, "dataframe": self._dataframe}
+        attempts["arrow"] = self._arrow
         self.attempt: Callable[[Sequence[Row], Unit], Attempted[Unit, UnitOutput]] = (
             self._identity
             if self.fn is None
@@ -222,6 +222,25 @@ class Applier:
             else:
                 kept.append(output)
                 owners.append(i)
+        return self._refusing(kept, owners, errors, unit)
+
+    def _arrow(self, rows: Sequence[Row], unit: Unit) -> Attempted[Unit, UnitOutput]:
+        """The ``arrow`` kind over rows (a source read as rows, a replay): a table of them."""
+        from parallel_batch.core.arrow_kind import arrow_rows
+
+        assert self.fn is not None
+        outputs, kept, refused = arrow_rows(
+            self.fn, self.columns, self.target.columns, rows[unit[0] : unit[1]]
+        )
+        if not refused:
+            return Attempted(self._whole(outputs, unit, None))
+        errors = [((unit[0] + i, unit[0] + i + 1), exc) for i, exc in refused]
+        return self._refusing(outputs, [unit[0] + i for i in kept], errors, unit)
+
+    def _refusing(
+        self, kept: list[Row], owners: list[int], errors: list[tuple[Unit, Exception]], unit: Unit
+    ) -> Attempted[Unit, UnitOutput]:
+        """The outputs of a unit some of whose rows were refused in place (item errors)."""
         refused = [error_unit[0] for error_unit, _ in errors]
         return Attempted(self._whole(kept, unit, owners, refused=refused), errors)
 
@@ -296,7 +315,9 @@ class Applier:
             done = []
             for i, result in zip(indices, results, strict=True):
                 try:
-                    done.append((i, self._as_rows(result)))
+                    done.append(
+                        (i, self._outputs.as_rows(result, self.spec.kind, self.target.table))
+                    )
                 except Exception as exc:
                     errors.append(((i, i + 1), exc))
             data = self._encode_all([output for _, outputs in done for output in outputs])
@@ -358,37 +379,6 @@ class Applier:
                 continue
             kept.append((i, outputs))
         return bytes(out), kept
-
-    def _as_rows(self, result: Any) -> list[Row]:
-        if type(result) is dict:  # the common case first
-            return [self._row(result)]
-        if result is None:
-            return []
-        if isinstance(result, dict):
-            return [self._row(result)]
-        if isinstance(result, list):
-            return [self._row(item) for item in result]
-        raise TransformOutputError(
-            f"the transform returned a {type(result).__name__}; a '{self.spec.kind}' transform "
-            "returns a dict (one output row), a list of dicts, or None (filter the row out)"
-        )
-
-    def _row(self, values: Any) -> Row:
-        if not isinstance(values, dict):
-            raise TransformOutputError(
-                f"the transform returned a list holding a {type(values).__name__}; "
-                "each output row is a dict of target columns"
-            )
-        if not self._out_columns.issuperset(values):
-            unknown = values.keys() - self._out_columns
-            raise TargetValueError(
-                f"{sorted(unknown)[0]!r} is not a column written to {self.target.table} "
-                f"(columns: {', '.join(self.target.columns)})"
-            )
-        try:
-            return self._pick_out(values)
-        except KeyError:  # a column the dict leaves out is NULL
-            return tuple(map(values.get, self.target.columns))
 
 
 def _part(rows: Sequence[Row], unit: Unit) -> list[Row]:

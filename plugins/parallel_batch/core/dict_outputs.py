@@ -17,6 +17,9 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from parallel_batch.core.target import TargetValueError
+from parallel_batch.exceptions import TransformOutputError
+
 __all__ = ["DictOutputs"]
 
 Row = tuple[Any, ...]
@@ -92,3 +95,41 @@ class DictOutputs:
             return list(extended) if in_order else list(map(reorder, extended))
 
         return len(present), pick
+
+    def as_rows(self, result: Any, kind: str, table: str) -> list[Row]:
+        """One call's result (a dict, a list of dicts, or None) as rows; ``kind`` and
+        ``table`` (the target) name what is wrong with one that is neither.
+
+        :raises TransformOutputError: for a result of another type.
+        :raises TargetValueError: for a column the target does not have.
+        """
+        if type(result) is dict:  # the common case first
+            return [self.row(result, table)]
+        if result is None:
+            return []
+        if isinstance(result, dict):
+            return [self.row(result, table)]
+        if isinstance(result, list):
+            return [self.row(item, table) for item in result]
+        raise TransformOutputError(
+            f"the transform returned a {type(result).__name__}; a '{kind}' transform "
+            "returns a dict (one output row), a list of dicts, or None (filter the row out)"
+        )
+
+    def row(self, values: Any, table: str) -> Row:
+        """One output dict as a row (a column it leaves out: NULL)."""
+        if not isinstance(values, dict):
+            raise TransformOutputError(
+                f"the transform returned a list holding a {type(values).__name__}; "
+                "each output row is a dict of target columns"
+            )
+        if not self.columns.issuperset(values):
+            unknown = values.keys() - self.columns
+            raise TargetValueError(
+                f"{sorted(unknown)[0]!r} is not a column written to {table} "
+                f"(columns: {', '.join(self._names)})"
+            )
+        try:
+            return self.pick_one(values)
+        except KeyError:  # a column the dict leaves out is NULL
+            return tuple(map(values.get, self._names))

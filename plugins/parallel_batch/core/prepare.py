@@ -3,6 +3,7 @@
 ::
 
     prepare(work, ref)                in a pool worker (prepare_in_worker) or in this process
+        |  (work.columnar: prepare_columns, the same batch as Arrow columns; None: on here)
         |  work.reader.read(ref)      the batch's records (a file's bad records: dead letters)
         |  plan_claims                (a key to deduplicate) later occurrences of a key: dead
         |                             letters; the batch's claims go to the commit
@@ -21,6 +22,7 @@ import gc
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -61,6 +63,15 @@ class BatchWork:
     transform: TransformSpec
     target: Target
     dedup_key: str | None = None
+
+    @cached_property
+    def columnar(self) -> bool:
+        """Whether batches take the columnar path (see prepare_columns), decided once."""
+        if not getattr(self.reader, "columns_ready", None):
+            return False  # a reader of rows only: pyarrow is not even imported
+        from parallel_batch.core.prepare_columns import columns_ready
+
+        return columns_ready(self)
 
 
 class BatchClaims(NamedTuple):
@@ -149,6 +160,12 @@ def prepare(
     :param claimed: the job's claims of this batch's keys, when a commit found them changed.
     :param keep_rows: also return the output rows and their owners (a refused write's diagnosis).
     """
+    if work.columnar and not keep_rows:
+        from parallel_batch.core.prepare_columns import prepare_columns
+
+        prepared = prepare_columns(work, ref, claimed)
+        if prepared is not None:
+            return prepared
     reader = work.reader
     batch = reader.read(ref)
     letters = list(batch.errors)

@@ -15,6 +15,12 @@ Four kinds, one contract for the core (see :mod:`parallel_batch.core.apply` for 
     async      async fn(row: dict) -> dict | list | None    at most ``concurrency`` calls in
                                                            flight per task, each row retried
                                                            with backoff on ``retry``'s errors
+    arrow      fn(table: pyarrow.Table) -> Table            one output per input, in order, but
+               | (Table, {index: Exception})               the rows refused (by input index:
+                                                           each a dead letter); columns are
+                                                           target columns (one left out: NULL);
+                                                           a CSV's batches go in and out as
+                                                           columns (no Python object a value)
 
 No transform (``path=None``) writes each row's columns into the target columns of the same names.
 
@@ -47,7 +53,7 @@ __all__ = [
     "with_columns",
 ]
 
-TransformKind = Literal["rows", "batch", "dataframe", "async"]
+TransformKind = Literal["rows", "batch", "dataframe", "async", "arrow"]
 TRANSFORM_KINDS: tuple[TransformKind, ...] = get_args(TransformKind)
 
 # The retries a failing row gets by default: 3 tries in all, waits of at most 2 ms then 4 ms
@@ -104,7 +110,7 @@ def callable_path(transform: str | Callable[..., Any] | None) -> str | None:
 def with_columns(
     fn: Callable[..., Any], columns: tuple[str, ...], target_columns: tuple[str, ...]
 ) -> Callable[..., Any]:
-    """A ``batch`` function given the column names it asks for by parameter name: ``columns``
+    """A ``batch`` (or ``arrow``) function given the column names it asks for by parameter name: ``columns``
     (the names of each input row's values) and ``target_columns`` (the order of its output
     rows' values), unless its ``transform_kwargs`` give them already."""
     try:
@@ -166,7 +172,7 @@ class TransformSpec:
     """Which transform a job runs, and how.
 
     :param path: ``"package.module:function"``; None: no transform (columns by name).
-    :param kind: ``"rows"``, ``"batch"``, ``"dataframe"`` or ``"async"``.
+    :param kind: ``"rows"``, ``"batch"``, ``"dataframe"``, ``"async"`` or ``"arrow"``.
     :param concurrency: calls in flight per task (``async`` only).
     :param retry: tries per failing row in all, and which errors are worth another try.
     :param kwargs: keyword arguments every call gets (JSON values: a service's URL, a timeout).

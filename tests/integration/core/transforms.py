@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from include.transforms import events
 
@@ -103,6 +104,18 @@ def frame_shaped(df: pd.DataFrame) -> pd.DataFrame:
     kept = out[~(out["id"] % 10).isin([3, 6])]
     copies = kept[kept["id"] % 10 == 9].assign(id=lambda d: d["id"] + FANOUT_OFFSET)
     return pd.concat([kept, copies])
+
+
+def enrich_arrow(table: pa.Table) -> tuple[pa.Table, dict[int, Exception]]:
+    """The events' enrichment over a table (``arrow`` kind): a poison row refused by index."""
+    outputs: list[dict[str, Any]] = []
+    refused: dict[int, Exception] = {}
+    for i, row in enumerate(table.to_pylist()):
+        try:
+            outputs.append(events.enrich(row))
+        except events.PoisonRowError as exc:
+            refused[i] = exc
+    return pa.Table.from_pylist(outputs), refused
 
 
 def enrich_or_hang(rows: list[Row]) -> list[Row]:

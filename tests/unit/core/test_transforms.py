@@ -42,7 +42,7 @@ borrowed = functools.reduce  # defined in another module
     [
         (
             {"kind": "stream"},
-            r"transform_kind must be one of \['rows', 'batch', 'dataframe', 'async'\]",
+            r"transform_kind must be one of \['rows', 'batch', 'dataframe', 'async', 'arrow'\]",
         ),
         (
             {"path": f"{HERE}:upper", "concurrency": 0},

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Any, NamedTuple
 
-from parallel_batch.core.source import ReadBatch, Row, Sizing
+from parallel_batch.core.source import ColumnsBatch, ReadBatch, Row, Sizing
 from parallel_batch.exceptions import ConfigurationError
 from parallel_batch.sources.csv.convert import ColumnKind, convert_field
 from parallel_batch.sources.csv.dialect import DEFAULT_DIALECT, CsvDialect
@@ -361,6 +361,22 @@ class CsvChunkReader:
             lines.extend(batch.lines)
             errors.extend(map(record_letter, batch.errors))
         return ReadBatch(rows, lines, errors)
+
+    def columns_ready(self) -> bool:
+        """Whether batches can be read as columns (:meth:`read_columns`) at all."""
+        from parallel_batch.sources.csv.columns import columnar_ready  # pyarrow: when used
+
+        return columnar_ready(self.schema, self.dialect) is None
+
+    def read_columns(self, ref: CsvBatchRef) -> ColumnsBatch | None:
+        """The batch read as columns: what :meth:`read` reads, or None when only it can."""
+        from parallel_batch.sources.csv.columns import read_columns
+
+        with open_binary(self.path, self.storage_options) as stream:
+            stream.seek(ref.start)
+            data = stream.read(ref.end - ref.start)
+        found = read_columns(data, ref.first_line, self.schema, self.dialect)
+        return None if found is None else found.batch(self.names, self.dialect, record_letter)
 
     def split(self, ref: CsvBatchRef, parts: int) -> Sequence[CsvBatchRef] | None:
         chunk = FileChunk(ref.start, ref.end, ref.first_line)

@@ -30,6 +30,8 @@ from tests.helpers.customers_csv import CustomersCsv, assert_dead_letters, dead_
 
 TARGET = "demo.customers"
 CHECK = TransformSpec("include.transforms.customers:check")
+# The same check over columns: batches take the columnar path (prepare_columns) where they can.
+CHECK_ARROW = TransformSpec("include.transforms.customers:check_arrow", "arrow")
 MAX_CHUNKS = 1024
 
 

@@ -2,7 +2,9 @@
 
 The expected outcome of each file is worked out independently (``tests.helpers.customers_csv``:
 Python's ``csv`` module and the generator's list of spoiled records), then compared value by
-value. Records are checked by the demo transform ``include.transforms.customers:check``.
+value. Records are checked by the demo transform ``include.transforms.customers:check``, and again by
+``check_arrow`` (the ``arrow`` kind): the same file, the same outcome, its batches read, checked
+and encoded as columns (``prepare_columns``), or as rows where the columnar path hands over.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 
 from parallel_batch.core.planning import stored_spec
 from parallel_batch.core.runner import run_chunk
+from parallel_batch.core.transforms import TransformSpec
 from parallel_batch.engine.pool import WorkerPool
 from parallel_batch.exceptions import ConfigurationError
 from parallel_batch.sources import source_from_dict
@@ -25,6 +28,8 @@ from parallel_batch.sources.csv.files import FileIdentity
 from parallel_batch.sources.csv.typed import typed_csv_source
 from tests.helpers.customers_csv import customers_csv, dead_letters, target_rows
 from tests.integration.sources.csv.csv_jobs import (
+    CHECK,
+    CHECK_ARROW,
     check_exact,
     customers_spec,
     plan,
@@ -45,6 +50,32 @@ DUPLICATES: list[tuple[int, int | None]] = [
     (388, None),
 ]
 SMALL_DUPLICATES: dict[int, int | None] = {10: None, 1900: 50, 1000: 1500, 97: 1200, 873: 100}
+
+
+@pytest.fixture(params=[CHECK, CHECK_ARROW], ids=["rows", "arrow"])
+def check(request: pytest.FixtureRequest) -> TransformSpec:
+    """The demo's check as rows, and as columns (the columnar path)."""
+    spec: TransformSpec = request.param
+    return spec
+
+
+@pytest.fixture
+def columnar() -> Iterator[list[bool]]:
+    """Whether each batch prepared in this process took the columnar path (True) or was
+    handed over to the row path (False)."""
+    from parallel_batch.core import prepare_columns as module
+
+    taken: list[bool] = []
+    original = module.prepare_columns
+
+    def counted(*args: object, **kwargs: object) -> object:
+        prepared = original(*args, **kwargs)  # type: ignore[arg-type]
+        taken.append(prepared is not None)
+        return prepared
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "prepare_columns", counted)
+        yield taken
 
 
 @pytest.fixture
@@ -71,6 +102,8 @@ def test_many_chunks_load_exactly_the_good_records(
     bom: bool,
     chunk_bytes: int,
     workers: int,
+    check: TransformSpec,
+    columnar: list[bool],
 ) -> None:
     """Test that 5,000 records in many byte ranges and batches load exactly; bad and duplicate
     ones are dead letters at their true lines (in a worker pool too)."""
@@ -82,7 +115,7 @@ def test_many_chunks_load_exactly_the_good_records(
         line_ending=line_ending,
         bom=bom,
     )
-    spec = customers_spec(pg_url, case.path, batch_rows=37)
+    spec = customers_spec(pg_url, case.path, batch_rows=37, transform=check)
     job = plan(pg_url, "many-chunks", spec, chunk_size=chunk_bytes)
 
     if workers:
@@ -99,16 +132,20 @@ def test_many_chunks_load_exactly_the_good_records(
     assert kinds.count("DuplicateKeyError") == 6 and "InvalidEmailError" in kinds
     check_exact(pg_conn, "many-chunks", case)
     assert claims_by_key(pg_conn, "many-chunks")  # 10, 1234... again in later chunks
+    if check is CHECK_ARROW and not workers:  # every batch as columns (none is odd enough)
+        assert columnar and all(columnar)
+    if check is CHECK:
+        assert not columnar
 
 
 def test_unique_ids_in_order_are_claimed_by_ranges_only(
-    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path
+    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path, check: TransformSpec
 ) -> None:
     """Test that a file of unique ids in order, in chunks side by side, loads exactly with a
     claim per batch and none per record (the job never needs claims by key); the same file with
     one id again near its end needs them, and the first occurrence is the one loaded."""
     case = customers_csv(tmp_path / "customers.csv", 2_000)
-    spec = customers_spec(pg_url, case.path, batch_rows=100)
+    spec = customers_spec(pg_url, case.path, batch_rows=100, transform=check)
     job = plan(pg_url, "ranges", spec, chunks=4)
 
     summaries = run(pg_url, job, spec, reverse=True)
@@ -119,21 +156,26 @@ def test_unique_ids_in_order_are_claimed_by_ranges_only(
 
     pg_conn.execute("TRUNCATE demo.customers")
     again = customers_csv(tmp_path / "again.csv", 2_000, duplicates={5: 1990})
-    spec = customers_spec(pg_url, again.path, batch_rows=100)
+    spec = customers_spec(pg_url, again.path, batch_rows=100, transform=check)
     run(pg_url, plan(pg_url, "again", spec, chunks=4), spec, reverse=True)
     check_exact(pg_conn, "again", again)
     assert claims_by_key(pg_conn, "again")
 
 
 def test_chunks_side_by_side_sharing_ids_load_exactly(
-    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path, small_batches: None
+    pg_url: str,
+    pg_conn: psycopg.Connection,
+    target: str,
+    tmp_path: Path,
+    small_batches: None,
+    check: TransformSpec,
 ) -> None:
     """Test that chunks committing at the same time, whose ids meet (duplicates of early ids
     near the end, some before their first occurrence), give the exact outcome whatever the
     order of their commits: range claims in flight, the move to key claims, displacement."""
     duplicates = {**dict.fromkeys(range(40, 400, 9)), 2900: 120, 1500: 30, 35: 2950}
     case = customers_csv(tmp_path / "customers.csv", 3_000, duplicates=duplicates)
-    spec = customers_spec(pg_url, case.path, batch_rows=40)
+    spec = customers_spec(pg_url, case.path, batch_rows=40, transform=check)
     for attempt in range(3):
         pg_conn.execute("TRUNCATE demo.customers")
         job = plan(pg_url, f"side-by-side-{attempt}", spec, chunks=4)
@@ -171,12 +213,12 @@ def claims_by_key(conn: psycopg.Connection, job_key: str) -> bool:
 
 
 def test_later_chunks_first_still_load_the_first_occurrence(
-    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path
+    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path, check: TransformSpec
 ) -> None:
     """Test that chunks run in reverse order give the same rows and dead letters (a chunk with
     the first occurrence of a key displaces the later one loaded before it)."""
     case = customers_csv(tmp_path / "customers.csv", 3_000, duplicates=DUPLICATES)
-    spec = customers_spec(pg_url, case.path, batch_rows=100)
+    spec = customers_spec(pg_url, case.path, batch_rows=100, transform=check)
     job = plan(pg_url, "reverse", spec, chunks=6)
 
     summaries = run(pg_url, job, spec, reverse=True)
@@ -243,7 +285,12 @@ def test_rerun_new_job_and_full_refresh(
 
 
 def test_values_the_target_refuses_are_dead_letters(
-    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path
+    pg_url: str,
+    pg_conn: psycopg.Connection,
+    target: str,
+    tmp_path: Path,
+    check: TransformSpec,
+    columnar: list[bool],
 ) -> None:
     """Test that out-of-range, over-precise, NUL and constraint-violating values dead-letter alone."""
     pg_conn.execute("ALTER TABLE demo.customers ADD CHECK (amount <> 13.13)")
@@ -259,7 +306,7 @@ def test_values_the_target_refuses_are_dead_letters(
             (7, "Gus", "7.00", ""),
         ],
     )
-    spec = customers_spec(pg_url, path)
+    spec = customers_spec(pg_url, path, transform=check)
     job = plan(pg_url, "refused", spec, chunks=1)
 
     (summary,) = run(pg_url, job, spec)
@@ -281,10 +328,12 @@ def test_values_the_target_refuses_are_dead_letters(
         "SELECT payload FROM parallel_batch.dead_letters WHERE line_number = 6"
     ).fetchone()
     assert payload is not None and payload[0]["note"] == "a \\u0000 b"  # kept, NUL escaped
+    if check is CHECK_ARROW:  # values the target refuses: the batch goes the row path's way
+        assert columnar and not any(columnar)
 
 
 def test_a_refused_record_displaced_by_an_earlier_one_is_counted_once(
-    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path
+    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path, check: TransformSpec
 ) -> None:
     """Test that a record the target refused, whose id an earlier chunk holds too, stays one
     failure of its chunk when the earlier chunk (run after it) takes the id over: its claim
@@ -301,7 +350,7 @@ def test_a_refused_record_displaced_by_an_earlier_one_is_counted_once(
             (7, "Flo", "7.00", ""),
         ],
     )
-    spec = customers_spec(pg_url, path)
+    spec = customers_spec(pg_url, path, transform=check)
     job = plan(pg_url, "refused-twice", spec, chunks=2)
 
     summaries = run(pg_url, job, spec, reverse=True)  # the chunk with the refused record first
@@ -361,7 +410,7 @@ def test_header_only_file_plans_a_completed_empty_job(
 
 
 def test_blank_lines_and_no_final_newline(
-    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path
+    pg_url: str, pg_conn: psycopg.Connection, target: str, tmp_path: Path, check: TransformSpec
 ) -> None:
     """Test that blank lines are skipped, a last record without line ending loads, and an email
     without @ is refused by the transform at its true line."""
@@ -375,7 +424,7 @@ def test_blank_lines_and_no_final_newline(
         b"3,Cy,cy.example.com,3.00,,2024-01-03T00:00:00Z\n"
         b"4,Di,di@example.com,4.00,,2024-01-04"
     )
-    spec = customers_spec(pg_url, path, batch_rows=2)
+    spec = customers_spec(pg_url, path, batch_rows=2, transform=check)
     job = plan(pg_url, "ragged", spec, chunks=3)
 
     summaries = run(pg_url, job, spec)
