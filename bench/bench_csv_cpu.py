@@ -6,12 +6,13 @@ RECORDS demo records (every BAD_EVERY-th malformed), each measured program in a 
       |-- child: loader       bench_csv_load's hand-written loader: its CPU, and the server's
       |-- child: chunk        run_chunk over the file as ONE chunk with a WorkerPool(1), as a
       |                       chunk task runs it (parallel_batch_csv's job: typed from the
-      |                       target, check_batch, duplicate-id claims): the chunk process's
+      |                       target, check_arrow, duplicate-id claims): the chunk process's
       |                       CPU, its worker's (start included), the server's; then the same
       |                       job without the claims
       '-- child: prepare      prepare_in_worker() over the chunk's batches in one process, the
-                              best of ROUNDS per transform (none, check_batch, the rows check)
-                              and the read alone, the variants taking turns
+                              best of ROUNDS per transform (none, check_batch, check_arrow: the
+                              columnar path, the rows check) and the read alone (as rows, as
+                              columns), the variants taking turns
 
 CPU is the processes' own (``time.process_time``, the children's rusage; a worker's start, its
 imports before any batch, measured on a pool of its own and taken off); the server's is read
@@ -40,9 +41,13 @@ MODULE = "bench.bench_csv_cpu"
 RECORDS = scaled(200_000, 2_000)
 BAD_EVERY = csv_load.BAD_EVERY
 ROUNDS = 3
+ARROW_CHECK = "include.transforms.customers:check_arrow"
+# name -> (transform, kind); " (rows)" in a name: the row path even where the columnar one could go
 TRANSFORMS = {
-    "none": (None, "rows"),
+    "none (columns)": (None, "rows"),
+    "none (rows)": (None, "rows"),
     "check_batch": ("include.transforms.customers:check_batch", "batch"),
+    "check_arrow (columns)": ("include.transforms.customers:check_arrow", "arrow"),
     "check (rows)": ("include.transforms.customers:check", "rows"),
 }
 
@@ -125,6 +130,8 @@ def _child_prepare(url: str, path: str) -> dict[str, Any]:
         entry = spec.source.plan(None, _one_chunk())[0]
         reader = spec.source.chunk_reader(None, entry)
         work = BatchWork(reader, spec.transform, target, spec.dedup_key)
+        if name.endswith(" (rows)"):
+            object.__setattr__(work, "columnar", False)  # BatchWork.columnar, decided here
         works[name] = (work, list(reader.batches(None, spec.batch_rows)))
     best: dict[str, float] = {}
     for _ in range(ROUNDS):
@@ -132,11 +139,15 @@ def _child_prepare(url: str, path: str) -> dict[str, Any]:
             cpu = time.process_time()
             records = sum(prepare_in_worker(work, ref).read for ref in refs)
             best[name] = min(best.get(name, float("inf")), time.process_time() - cpu)
-        work, refs = works["none"]
-        cpu = time.process_time()
-        for ref in refs:
-            work.reader.read(ref)
-        best["read alone"] = min(best.get("read alone", float("inf")), time.process_time() - cpu)
+        work, refs = works["none (rows)"]
+        for name, read in (
+            ("read alone", work.reader.read),
+            ("read alone (columns)", work.reader.read_columns),
+        ):
+            cpu = time.process_time()
+            for ref in refs:
+                read(ref)
+            best[name] = min(best.get(name, float("inf")), time.process_time() - cpu)
     return {"records": records, "seconds": best}
 
 
@@ -161,7 +172,8 @@ def _chunk(url: str, path: str, dedup: bool, expected: tuple[int, int]) -> dict[
     from parallel_batch.core.transforms import TransformSpec, retry_policy
 
     csv_load._reset(url)
-    check = TransformSpec(csv_load.CHECK, "batch", retry=retry_policy(csv_load.RETRY_ON, "batch"))
+    # the DAG's check: over columns (the columnar path)
+    check = TransformSpec(ARROW_CHECK, "arrow", retry=retry_policy(csv_load.RETRY_ON, "arrow"))
     job_key = csv_load._plan(url, path, 1, check, dedup)
     found = run_child(MODULE, "chunk", url, job_key)
     if csv_load._outcome(url, job_key) != expected or not found["reconciled"]:

@@ -118,7 +118,8 @@ def test_check_batch_refuses_what_check_refuses_and_orders_rows_for_the_target()
 def test_check_arrow_refuses_what_check_refuses_by_index() -> None:
     """``check_arrow`` (the DAG's check without enrichment, over columns) keeps the records
     ``check`` keeps, in order, and refuses the others by index with ``check``'s error; a
-    non-ASCII space (which RE2's ``\\s`` misses) is refused as Python's ``\\s`` refuses it."""
+    space RE2's ``\\s`` misses (non-ASCII, or \\v and \\x1c-\\x1f) is refused as Python's
+    ``\\s`` refuses it."""
     import pyarrow as pa
 
     from include.transforms.customers import InvalidEmailError, check, check_arrow
@@ -132,6 +133,8 @@ def test_check_arrow_refuses_what_check_refuses_by_index() -> None:
         "a\u00a0b@c.example",
         "a@b\u3000c",
         "a b@c",
+        "a\x0bb@c.example",  # ASCII spaces of Python's \\s that RE2's \\s lacks
+        "a@b\x1fc",
     ]
     table = pa.table({"id": list(range(len(emails))), "email": emails})
     kept, refused = check_arrow(table)

@@ -230,7 +230,7 @@ class Applier:
 
         assert self.fn is not None
         outputs, kept, refused = arrow_rows(
-            self.fn, self.columns, self.target.columns, rows[unit[0] : unit[1]]
+            self.fn, self.columns, self.target, rows[unit[0] : unit[1]]
         )
         if not refused:
             return Attempted(self._whole(outputs, unit, None))

@@ -8,7 +8,10 @@
 
 ``out``'s columns are target columns by name; a target column it leaves out is NULL. The same
 function runs on columns read as columns (a CSV's batches, see ``prepare_columns``) and on rows
-made into a table (other sources, a replay), through :func:`call_arrow`.
+made into a table (other sources, a replay), through :func:`call_arrow`; either way an input
+column the target has (by name) comes as the type it is written as (:func:`input_types`:
+integers as int64, floats as float64, ``numeric(p,s)`` as decimal128(p, s), timestamps in UTC),
+so a function sees the same types on both paths and in every batch. Others: inferred.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pyarrow as pa
 
 from parallel_batch.exceptions import TransformOutputError
 
-__all__ = ["ArrowResult", "arrow_rows", "call_arrow", "rows_table", "table_rows"]
+__all__ = ["ArrowResult", "arrow_rows", "call_arrow", "input_types", "rows_table", "table_rows"]
 
 ArrowResult = tuple[pa.Table, list[int], dict[int, Exception]]
 
@@ -59,10 +62,47 @@ def call_arrow(fn: Callable[..., Any], table: pa.Table) -> ArrowResult:
     return result, kept, dict(refused)
 
 
-def rows_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> pa.Table:
-    """Rows of Python values as a table (types inferred from the values)."""
+def input_types(
+    columns: Sequence[str], target_columns: Sequence[str], target_types: Sequence[str]
+) -> list[pa.DataType | None]:
+    """The Arrow type an arrow transform gets each input column as: a column the target has,
+    the type it is written as (integers as int64, floats as float64); None: inferred."""
+    from parallel_batch.store.arrow_copy import arrow_type_of
+
+    written = dict(zip(target_columns, target_types, strict=True))
+    types: list[pa.DataType | None] = []
+    for column in columns:
+        found = arrow_type_of(written[column]) if column in written else None
+        wanted = None if found is None else found[0]
+        if wanted is not None and pa.types.is_integer(wanted):
+            wanted = pa.int64()
+        elif wanted is not None and pa.types.is_floating(wanted):
+            wanted = pa.float64()
+        types.append(wanted)
+    return types
+
+
+def _array(values: list[Any], wanted: pa.DataType | None) -> pa.Array:
+    if wanted is not None:
+        try:
+            return pa.array(values, wanted)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+            pass  # a value its column cannot hold: the target refuses it later, in its words
+    return pa.array(values)
+
+
+def rows_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    types: Sequence[pa.DataType | None] | None = None,
+) -> pa.Table:
+    """Rows of Python values as a table, each column of its type in ``types`` (None: inferred
+    from the values, as for a column whose values the type cannot hold)."""
     values = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
-    return pa.table([pa.array(list(v)) for v in values], names=list(columns))
+    wanted = list(types) if types is not None else [None] * len(columns)
+    return pa.table(
+        [_array(list(v), t) for v, t in zip(values, wanted, strict=True)], names=list(columns)
+    )
 
 
 def table_rows(table: pa.Table, columns: Sequence[str]) -> list[tuple[Any, ...]]:
@@ -84,10 +124,12 @@ def table_rows(table: pa.Table, columns: Sequence[str]) -> list[tuple[Any, ...]]
 def arrow_rows(
     fn: Callable[..., Any],
     columns: Sequence[str],
-    target_columns: Sequence[str],
+    target: Any,
     rows: Sequence[Sequence[Any]],
 ) -> tuple[list[tuple[Any, ...]], list[int], list[tuple[int, Exception]]]:
-    """An ``arrow`` transform over rows: the output rows (in ``target_columns`` order), the
-    input indexes kept and the refusals ``(index, error)`` in index order."""
-    table, kept, refused = call_arrow(fn, rows_table(columns, rows))
-    return table_rows(table, target_columns), kept, sorted(refused.items())
+    """An ``arrow`` transform over rows, the input typed by the ``target`` (a Target) as on the
+    columnar path: the output rows (in the target's column order), the input indexes kept and
+    the refusals ``(index, error)`` in index order."""
+    types = input_types(columns, target.columns, target.types)
+    table, kept, refused = call_arrow(fn, rows_table(columns, rows, types))
+    return table_rows(table, target.columns), kept, sorted(refused.items())

@@ -30,7 +30,7 @@ from parallel_batch.core.apply import Applier, RetriedError, UnitOutput
 from parallel_batch.core.source import BatchRef, ChunkReader, ReadBatch
 from parallel_batch.core.target import Target
 from parallel_batch.core.transforms import TransformSpec
-from parallel_batch.engine.isolation import ItemGivenUp, isolate, split_range
+from parallel_batch.engine.isolation import Isolated, ItemGivenUp, isolate, split_range
 from parallel_batch.store.claims import FAILED, Claim, ClaimPlan, plan_claims
 from parallel_batch.store.copy_data import CopyData
 from parallel_batch.store.deadletters import DeadLetter, json_payload
@@ -178,8 +178,15 @@ def prepare(
     rows = [batch.rows[i] for i in order] if len(order) != len(batch.rows) else batch.rows
     applier = Applier(work.transform, reader.columns, work.target, keep_rows=keep_rows)
     try:
-        isolated = isolate(
-            (0, len(rows)), lambda unit: applier.attempt(rows, unit), split_range, applier.policy
+        isolated: Isolated[tuple[int, int], UnitOutput] = (
+            isolate(
+                (0, len(rows)),
+                lambda unit: applier.attempt(rows, unit),
+                split_range,
+                applier.policy,
+            )
+            if rows
+            else Isolated([], [])  # nothing to transform (every record bad or a duplicate)
         )
     finally:
         applier.close()

@@ -27,13 +27,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from parallel_batch.core.arrow_kind import call_arrow
+from parallel_batch.core.arrow_kind import call_arrow, input_types
 from parallel_batch.core.source import ColumnsBatch
 from parallel_batch.core.target import TargetValueError
 from parallel_batch.core.transforms import with_columns
 from parallel_batch.engine.isolation import Attempted, isolate, split_range
 from parallel_batch.exceptions import TransformOutputError
-from parallel_batch.store.arrow_copy import ArrowCopyEncoder, ColumnsRefused
+from parallel_batch.store.arrow_copy import ArrowCopyEncoder, ColumnsRefused, arrow_type_of
 from parallel_batch.store.claims import FAILED, Claim, plan_claims
 from parallel_batch.store.copy_data import CopyData
 from parallel_batch.store.deadletters import DeadLetter, json_payload
@@ -43,6 +43,18 @@ __all__ = ["COLUMNS_ENV", "columns_ready", "prepare_columns"]
 # Set to 0 to prepare every batch as rows (to compare the two paths, or rule one out).
 COLUMNS_ENV = "PARALLEL_BATCH_COLUMNS"
 Unit = tuple[int, int]
+# The Arrow type of each CSV column kind the columnar reader gives (columns_convert).
+KIND_TYPES = {
+    "int": pa.int64(),
+    "decimal": pa.decimal128(38, 0),
+    "text": pa.string(),
+    "email": pa.string(),
+    "timestamp": pa.timestamp("us", "UTC"),
+    "localtime": pa.timestamp("us"),
+    "date": pa.date32(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+}
 
 
 def columns_ready(work: Any) -> bool:
@@ -59,6 +71,11 @@ def columns_ready(work: Any) -> bool:
         return False
     if not target.copy.binary or not ArrowCopyEncoder.ready(target.types):
         return False
+    written = dict(zip(target.columns, target.types, strict=True))
+    for name, column in zip(reader.columns, reader.schema.columns, strict=True):
+        found = arrow_type_of(written[name]) if name in written else None
+        if found is not None and not found[1](KIND_TYPES.get(column.kind, pa.null())):
+            return False  # e.g. timestamptz values into a timestamp column: the row path's
     if work.dedup_key is not None:
         kinds = dict(zip(reader.columns, (c.kind for c in reader.schema.columns), strict=True))
         if kinds.get(work.dedup_key) not in ("int", "text", "email"):
@@ -122,23 +139,27 @@ def prepare_columns(work: Any, ref: Any, claimed: dict[str, Claim] | None = None
             order = plan.loads
             table = table.take(pa.array(order, pa.int64()))
     outputs: dict[str, int] = {}
-    if work.transform.path is None:
-        out = table.select(list(target.columns))
-    else:
-        found = _transformed(work, table)
-        if found is None:
-            return None
-        out, given_up = found
-        for unit, error, attempts, times in given_up:
-            index = order[unit[0]]
-            letters.append(
-                _letter(reader, batch, index, type(error).__name__, str(error), attempts, times)
-            )
-            if plan is not None:
-                outputs[_keys(batch.table.slice(index, 1).column(work.dedup_key))[0]] = FAILED
     try:
+        if work.transform.path is None:
+            out = table.select(list(target.columns))
+        else:
+            found = _transformed(work, _typed(table, target))
+            if found is None:
+                return None
+            out, given_up = found
+            for unit, error, attempts, times in given_up:
+                index = order[unit[0]]
+                letters.append(
+                    _letter(reader, batch, index, type(error).__name__, str(error), attempts, times)
+                )
+                if plan is not None:
+                    outputs[_keys(batch.table.slice(index, 1).column(work.dedup_key))[0]] = FAILED
         data: CopyData = ArrowCopyEncoder(target.columns, target.types).encode(out)
-    except ColumnsRefused:
+    except ColumnsRefused as refused:
+        if refused.by_type:  # every batch would be: the row path's from now on
+            object.__setattr__(work, "columnar", False)
+        return None
+    except (pa.ArrowException, KeyError):  # outputs of types that do not go together
         return None
     claims = None
     if plan is not None:
@@ -155,6 +176,24 @@ def prepare_columns(work: Any, ref: Any, claimed: dict[str, Claim] | None = None
     )
     prepared.check()
     return prepared
+
+
+def _typed(table: pa.Table, target: Any) -> pa.Table:
+    """The transform's input with the types the row path gives it (``input_types``).
+
+    :raises ColumnsRefused: for a value its type cannot hold (more decimals than the scale):
+        the row path's target check words it.
+    """
+    types = input_types(table.column_names, target.columns, target.types)
+    columns = []
+    for column, wanted in zip(table.columns, types, strict=True):
+        if wanted is not None and column.type != wanted:
+            try:
+                column = pc.cast(column, wanted)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise ColumnsRefused(str(exc)) from exc
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
 
 
 def _transformed(
@@ -175,6 +214,8 @@ def _transformed(
         errors = [((unit[0] + i, unit[0] + i + 1), exc) for i, exc in sorted(refused.items())]
         return Attempted(out, errors)
 
+    if not table.num_rows:  # nothing to transform (every record bad or a duplicate)
+        return _in_target(table, work.target.columns, empty=True), []
     isolated = isolate((0, table.num_rows), attempt, split_range, policy)
     parts = [part for _, part in sorted(isolated.done, key=lambda done: done[0])]
     columns = set(work.target.columns)

@@ -29,7 +29,14 @@ __all__ = ["ArrowCopyEncoder", "ColumnsRefused", "arrow_type_of"]
 
 
 class ColumnsRefused(Exception):
-    """A column cannot be encoded for its target as it is (the row path says why, row by row)."""
+    """A column cannot be encoded for its target as it is (the row path says why, row by row).
+
+    :param by_type: refused for its type, whatever its values (every batch would be).
+    """
+
+    def __init__(self, message: str, *, by_type: bool = False) -> None:
+        super().__init__(message)
+        self.by_type = by_type
 
 
 _Check = Callable[[pa.DataType], bool]
@@ -100,7 +107,9 @@ class ArrowCopyEncoder:
         if pa.types.is_null(have):
             return pa.nulls(len(column), wanted)
         if not accepts(have):
-            raise ColumnsRefused(f"{self.names[index]}: {have} values are not cast to it here")
+            raise ColumnsRefused(
+                f"{self.names[index]}: {have} values are not cast to it here", by_type=True
+            )
         if pa.types.is_string(wanted) and pc.any(pc.match_substring(column, "\x00")).as_py():
             raise ColumnsRefused(f"{self.names[index]}: a NUL character")
         if wanted == pa.float32():
@@ -110,9 +119,11 @@ class ArrowCopyEncoder:
         if have == wanted:
             return column
         try:
+            if pa.types.is_integer(have) and pa.types.is_decimal(wanted):
+                column = pc.cast(column, pa.decimal128(38, 0))  # then rescaled, range checked
             # safe: a value out of range, or with more decimals than the scale, raises
             return pc.cast(column, wanted)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
             raise ColumnsRefused(f"{self.names[index]}: {exc}") from exc
 
     def encode(self, table: pa.Table) -> CopyData:

@@ -67,9 +67,8 @@ def test_that_rows_go_in_as_a_table_and_come_out_in_target_order() -> None:
     assert table_rows(table, ("name", "extra", "id")) == [("a", None, 1), (None, None, 2)]
     with pytest.raises(TransformOutputError, match="'name', which is not a target column"):
         table_rows(table, ("id",))
-    rows, kept, refused = arrow_rows(
-        _keep_odd, ("id", "name"), ("name", "id"), [(1, "a"), (2, "b")]
-    )
+    target = Target("t.t", ("name", "id"), ("text", "bigint"), CopyFormat((25, 20), True), ())
+    rows, kept, refused = arrow_rows(_keep_odd, ("id", "name"), target, [(1, "a"), (2, "b")])
     assert (rows, kept, [(i, str(e)) for i, e in refused]) == ([("a", 1)], [0], [(1, "even 2")])
 
 
@@ -115,5 +114,9 @@ def test_that_the_columnar_path_is_taken_only_where_it_gives_the_same_batch(
     assert columns_ready(
         _work(tmp_path, kinds=("decimal", "text"), types=("numeric(9,2)", "text"), dedup_key=None)
     )
+    # a kind whose values the target's type would take as another value, or not at all
+    for kind, type_name in [("timestamp", "timestamp without time zone"), ("int", "text")]:
+        work = _work(tmp_path, kinds=(kind, "text"), types=(type_name, "text"), dedup_key=None)
+        assert not columns_ready(work), (kind, type_name)
     monkeypatch.setenv(COLUMNS_ENV, "0")
     assert not columns_ready(_work(tmp_path))

@@ -148,6 +148,8 @@ def read_columns(
 ) -> ColumnBatch | None:
     """Read ``data`` (whole records, the first starting on ``first_line``) as columns, or None
     when the row reader must read it (see the module's doc). ``columnar_ready`` must hold."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return None  # the parser would drop a BOM the row reader keeps (mid-file, in a field)
     spans = scan_records(data, first_line, dialect)
     if spans is None:
         return None

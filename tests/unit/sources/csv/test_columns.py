@@ -608,3 +608,33 @@ def test_columnar_ready() -> None:
     assert columnar_ready(both, DEFAULT_DIALECT) == (
         "the columnar reader does not convert json, uuid columns"
     )
+
+
+def test_a_bom_at_the_start_of_a_batch_is_declined(tmp_path: Path) -> None:
+    """Test that a batch starting with a UTF-8 BOM (mid-file: the planner skips the file's own)
+    is declined: the C++ parser would drop it, the row reader keeps it in the first field."""
+    schema = CsvSchema([CsvColumn("id", "int"), CsvColumn("name")])
+    want = _whole(tmp_path, b"\xef\xbb\xbf5,a\n6,b\n", schema, columnar=False)
+    assert [(e.line, e.reason) for e in want.errors] == [(1, "id: not an integer")]
+    two = CsvSchema([CsvColumn("a"), CsvColumn("b")])
+    text = _whole(tmp_path, b"\xef\xbb\xbfx,a\n", two, columnar=False)
+    assert text.values == [("\ufeffx", "a")]
+
+
+def test_python_space_is_what_python_s_regex_calls_a_space() -> None:
+    """Test that PYTHON_SPACE, the class the email kind's RE2 pattern (and the demo's
+    check_arrow) spell Python's ``\\s`` with, matches exactly the characters ``re``'s ``\\s``
+    does, all of Unicode through."""
+    import re
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from parallel_batch.sources.csv.columns_convert import PYTHON_SPACE
+
+    chars = [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    matched = pc.match_substring_regex(pa.array(chars), f"^[{PYTHON_SPACE}]$").to_pylist()
+    assert {c for c, m in zip(chars, matched, strict=True) if m} == {
+        c for c in chars if re.fullmatch(r"\s", c)
+    }
