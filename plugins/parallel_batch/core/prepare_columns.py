@@ -24,6 +24,7 @@ import dataclasses
 import os
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -34,6 +35,7 @@ from parallel_batch.core.transforms import with_columns
 from parallel_batch.engine.isolation import Attempted, isolate, split_range
 from parallel_batch.exceptions import TransformOutputError
 from parallel_batch.store.arrow_copy import ArrowCopyEncoder, ColumnsRefused, arrow_type_of
+from parallel_batch.store.claim_ranges import Packed
 from parallel_batch.store.claims import FAILED, Claim, plan_claims
 from parallel_batch.store.copy_data import CopyData
 from parallel_batch.store.deadletters import DeadLetter, json_payload
@@ -104,6 +106,37 @@ def _letter(
     )
 
 
+def _joined(values: pa.Array | pa.ChunkedArray) -> str:
+    """``"{v1,v2,...}"``: an array literal of the values as text, joined in C++."""
+    strings = pc.cast(values, pa.string())
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    offsets = pa.array([0, len(strings)], pa.int32())
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, strings), ",")[0].as_py()
+    return "{" + str(joined) + "}"
+
+
+def _packed(keys: pa.ChunkedArray, lines: list[int], plan: Any) -> Packed | None:
+    """The range row's values (claim_ranges.pack) from an integer key column, when every record
+    of the batch is a new claim, in order (unique keys, none claimed before); else None."""
+    if not pa.types.is_integer(keys.type) or len(plan.new) != len(keys) or keys.null_count:
+        return None
+    if not len(keys):
+        return None
+    low, high = pc.min_max(keys).values()
+    return Packed(_joined(keys), _joined(pa.array(lines, pa.int64())), low.as_py(), high.as_py())
+
+
+def _outputs_array(failed: list[int], size: int) -> str | None:
+    """``outputs_array`` of a batch whose every record is claimed in order and became one row
+    but those at ``failed`` (positions among them): FAILED there."""
+    if not failed:
+        return None
+    made = np.ones(size, dtype=np.int64)
+    made[failed] = FAILED
+    return _joined(pa.array(made))
+
+
 def _keys(column: pa.ChunkedArray) -> list[str]:
     strings = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
     return [str(key) for key in strings.to_pylist()]
@@ -123,7 +156,9 @@ def prepare_columns(work: Any, ref: Any, claimed: dict[str, Claim] | None = None
     plan = None
     if work.dedup_key is not None:
         plan = plan_claims(_keys(table.column(work.dedup_key)), batch.lines, claimed or {})
-        plan.new.packed()  # the range row's arrays made here, in the worker (see NewClaims)
+        packed = _packed(table.column(work.dedup_key), batch.lines, plan)
+        if packed is None:
+            plan.new.packed()  # the range row's arrays made here, in the worker (see NewClaims)
         letters.extend(
             _letter(
                 reader,
@@ -139,6 +174,7 @@ def prepare_columns(work: Any, ref: Any, claimed: dict[str, Claim] | None = None
             order = plan.loads
             table = table.take(pa.array(order, pa.int64()))
     outputs: dict[str, int] = {}
+    given_up_at: list[int] = []  # positions among the rows transformed
     try:
         if work.transform.path is None:
             out = table.select(list(target.columns))
@@ -148,6 +184,7 @@ def prepare_columns(work: Any, ref: Any, claimed: dict[str, Claim] | None = None
                 return None
             out, given_up = found
             for unit, error, attempts, times in given_up:
+                given_up_at.append(unit[0])
                 index = order[unit[0]]
                 letters.append(
                     _letter(reader, batch, index, type(error).__name__, str(error), attempts, times)
@@ -163,7 +200,10 @@ def prepare_columns(work: Any, ref: Any, claimed: dict[str, Claim] | None = None
         return None
     claims = None
     if plan is not None:
-        plan.new.outputs_array(outputs)  # made here, in the worker, as the arrays are
+        if packed is not None:  # every record claimed, in order: outputs by position
+            plan.new.made(packed, outputs, _outputs_array(given_up_at, len(plan.new)))
+        else:
+            plan.new.outputs_array(outputs)  # made here, in the worker, as the arrays are
         claims = BatchClaims(plan, outputs)
     prepared = PreparedBatch(
         read=batch.read,

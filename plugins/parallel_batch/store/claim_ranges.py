@@ -152,6 +152,12 @@ class NewClaims(Sequence[tuple[str, int]]):
             self._packed = pack(self.keys, self.lines)
         return self._packed
 
+    def made(self, packed: Packed | None, outputs: Mapping[str, int], array: str | None) -> None:
+        """Take the range row's values worked out elsewhere (the columnar path, from Arrow
+        columns): what :meth:`packed` and ``outputs_array(outputs)`` would return."""
+        self._packed = packed
+        self._made = None if array is None else (dict(outputs), array)
+
     def outputs_array(self, outputs: Mapping[str, int]) -> str | None:
         """What each claim's record became (``outputs`` names those that did not become one
         row each) as the range row's array literal; None when every record became one row.
