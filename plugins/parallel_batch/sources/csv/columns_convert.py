@@ -19,8 +19,9 @@ decimal     ``-?[0-9]{1,20}(\\.[0-9]{1,17})?``                    decimal128(38,
                                                                  the batch's fields)
 text        always                                               string
 email       ``[^@\\s]+@[^@\\s]+`` (Python's ``\\s``, spelled out)  string
-timestamp   ``YYYY-MM-DDTHH:MM:SS`` (+ ``Z`` or ``±HH:MM``), its  timestamp[us, UTC]
-            day, time and offset in range (read with NumPy)
+timestamp   ``YYYY-MM-DD[T ]HH:MM:SS[.ffffff]`` (+ ``Z`` or       timestamp[us, UTC]
+            ``±HH:MM``), its day, time and offset in range (read
+            with NumPy)
 others      never (convert_column, in Python)                    from the values
 ==========  ===================================================  =======================
 """
@@ -60,7 +61,10 @@ _SPACE = PYTHON_SPACE
 _EMAIL = f"^[^@{_SPACE}]+@[^@{_SPACE}]+$"
 _INT = r"^-?[0-9]{1,18}$"
 _DECIMAL = r"^-?[0-9]{1,20}(\.[0-9]{1,17})?$"
-_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2})?$"
+_TIMESTAMP = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})?$"
+)
 _UTC = pa.timestamp("us", "UTC")
 # The instants a Python datetime holds in UTC (years 1 to 9999): one beyond them, from a local
 # time near either end and its offset, is the row reader's (an aware datetime keeps it).
@@ -75,9 +79,10 @@ _MONTH_DAYS = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtyp
 
 
 def _timestamps(texts: pa.Array, shaped: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """The timestamps of the fields ``shaped`` picks (``_TIMESTAMP``: fixed places) whose parts
-    are in range (the others not fast), as ``datetime.fromisoformat`` reads them, a missing
-    offset meaning UTC: the digits read from the string array's buffers with NumPy."""
+    """The timestamps of the fields ``shaped`` picks (``_TIMESTAMP``: date and time in fixed
+    places, a fraction's and the offset's found from the field's end) whose parts are in range
+    (the others not fast), as ``datetime.fromisoformat`` reads them, a missing offset meaning
+    UTC: the digits read from the string array's buffers with NumPy."""
     size = len(texts)
     picked = np.flatnonzero(shaped.to_numpy(zero_copy_only=False))
     micros = np.zeros(size, dtype=np.int64)
@@ -87,19 +92,30 @@ def _timestamps(texts: pa.Array, shaped: pa.Array) -> tuple[pa.Array, pa.Array]:
         offsets = np.frombuffer(buffers[1], np.int32, size + 1, texts.offset * 4)
         chars = np.frombuffer(buffers[2], np.uint8)
         start = offsets[:-1][picked].astype(np.int64)
-        zoned = offsets[1:][picked] - start == 25  # "+HH:MM" after the seconds
+        length = offsets[1:][picked] - start
         last = len(chars) - 1
 
-        def number(at: int, width: int) -> Ints:
+        def at(place: Ints | int) -> Ints:
+            return chars[np.minimum(start + place, last)].astype(np.int64)
+
+        def number(place: Ints | int, width: int) -> Ints:
             value = np.zeros(len(start), dtype=np.int64)
-            for k in range(at, at + width):
-                value = value * 10 + chars[np.minimum(start + k, last)] - 48
+            for k in range(width):
+                value = value * 10 + at(place + k) - 48
             return value
 
+        # what follows the seconds: ".f" (1-6 digits), then "Z", "+HH:MM" or nothing
+        zone_at = length - 6
+        zoned = (length >= 25) & ((at(zone_at) == ord("+")) | (at(zone_at) == ord("-")))
+        zone_width = np.where(zoned, 6, np.where(at(length - 1) == ord("Z"), 1, 0))
+        digits = np.where(at(19) == ord("."), length - 20 - zone_width, 0)
+        fraction = np.zeros(len(start), dtype=np.int64)
+        for k in range(6):  # microseconds: the digits there are, then zeros
+            fraction = fraction * 10 + np.where(k < digits, at(20 + k) - 48, 0)
         year, month, day = number(0, 4), number(5, 2), number(8, 2)
         hour, minute, second = number(11, 2), number(14, 2), number(17, 2)
-        zone_hours, zone_minutes = number(20, 2) * zoned, number(23, 2) * zoned
-        sign = np.where(chars[np.minimum(start + 19, last)] == ord("-"), -1, 1)
+        zone_hours, zone_minutes = number(zone_at + 1, 2) * zoned, number(zone_at + 4, 2) * zoned
+        sign = np.where(at(zone_at) == ord("-"), -1, 1)
         leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
         month_ok = (month >= 1) & (month <= 12)
         days_in = _MONTH_DAYS[np.where(month_ok, month, 0)] + (leap & (month == 2))
@@ -114,7 +130,7 @@ def _timestamps(texts: pa.Array, shaped: pa.Array) -> tuple[pa.Array, pa.Array]:
         days = era * 146097 + of_era * 365 + of_era // 4 - of_era // 100 + of_year - 719468
         seconds = days * 86400 + hour * 3600 + minute * 60 + second
         seconds -= sign * (zone_hours * 3600 + zone_minutes * 60)
-        micros[picked] = np.where(valid, seconds * 1_000_000, 0)
+        micros[picked] = np.where(valid, seconds * 1_000_000 + fraction, 0)
         fast[picked] = valid
         if ((micros < _MICROS[0]) | (micros > _MICROS[1])).any():
             raise RowReaderNeeded("an instant beyond the years 1 to 9999 in UTC")

@@ -638,3 +638,39 @@ def test_python_space_is_what_python_s_regex_calls_a_space() -> None:
     assert {c for c, m in zip(chars, matched, strict=True) if m} == {
         c for c in chars if re.fullmatch(r"\s", c)
     }
+
+
+@st.composite
+def timestamp_text(draw: st.DrawFn) -> str:
+    """A timestamp as a file may spell it: every part in and a little out of its range, a T or
+    a space between date and time, a fraction of 0-7 digits, no zone, Z or an offset."""
+
+    def digits(width: int, top: int) -> str:
+        return str(draw(st.integers(0, top))).zfill(width)
+
+    date = f"{digits(4, 9999)}-{digits(2, 13)}-{digits(2, 32)}"
+    time = f"{digits(2, 24)}:{digits(2, 60)}:{digits(2, 60)}"
+    fraction = "".join(draw(st.lists(st.sampled_from("0123456789"), max_size=7)))
+    zone = draw(
+        st.one_of(
+            st.just(""),
+            st.just("Z"),
+            st.builds(lambda s, h, m: f"{s}{h}:{m}", st.sampled_from("+-"),
+                      st.integers(0, 24).map(lambda v: str(v).zfill(2)),
+                      st.integers(0, 60).map(lambda v: str(v).zfill(2))),
+        )
+    )  # fmt: skip
+    return f"{date}{draw(st.sampled_from('T '))}{time}{'.' + fraction if fraction else ''}{zone}"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(timestamp_text(), min_size=1, max_size=40))
+def test_any_timestamp_reads_as_the_row_reader_reads_it(
+    tmp_path_factory: pytest.TempPathFactory, texts: list[str]
+) -> None:
+    """Test that the NumPy reading of timestamps (fraction, zone and separator found from each
+    field's end) gives what datetime.fromisoformat gives, or its reason, for any mix of valid
+    and invalid spellings."""
+    schema = CsvSchema([CsvColumn("at", "timestamp")])
+    data = "".join(f"{text}\n" for text in texts).encode()
+    _whole(tmp_path_factory.mktemp("ts"), data, schema, columnar=None)
