@@ -23,3 +23,17 @@ async def freeze_seen(row: dict[str, Any]) -> dict[str, Any]:
     """async (runs in the chunk task's process): the row, its item saying whether the garbage
     collector holds objects frozen."""
     return {**row, "item": str(gc.get_freeze_count() > 0)}
+
+
+def check_table(table: Any) -> tuple[Any, dict[int, Exception]]:
+    """:func:`check` over columns (``arrow`` kind): the ids the environment lists refused by
+    index, the other rows kept."""
+    import pyarrow as pa
+
+    failing = {value for value in os.environ.get(FAIL_ENV, "").split(",") if value}
+    ids = [str(value) for value in table.column("id").to_pylist()]
+    refused: dict[int, Exception] = {
+        i: ValueError(f"id {value} refused by the test") for i, value in enumerate(ids)
+        if value in failing
+    }  # fmt: skip
+    return table.filter(pa.array([i not in refused for i in range(len(ids))])), refused

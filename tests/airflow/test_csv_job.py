@@ -137,16 +137,30 @@ def test_storage_options_name_the_missing_connection() -> None:
         storage_options("/data/x.csv", "aws_default")
 
 
+@pytest.mark.parametrize(
+    ("transform", "kind", "amount"),
+    [
+        ("check", "rows", "numeric"),
+        # as columns (the columnar path: a numeric of a declared scale), replayed as rows
+        ("check_table", "arrow", "numeric(12,2)"),
+    ],
+    ids=["rows", "arrow"],
+)
 def test_csv_dead_letters_replay_after_the_transform_is_fixed(
     parallel_batch_conn: str,
     sales: psycopg.Connection,
     tmp_dags_folder: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    transform: str,
+    kind: str,
+    amount: str,
 ) -> None:
     """Test that records a CSV job's transform refused are dead letters at their lines, and that
     parallel_batch_replay loads them once the transform accepts them."""
     from airflow.dag_processing.dagbag import DagBag
+
+    sales.execute(f"ALTER TABLE t.sales ALTER amount TYPE {amount}")
 
     path = tmp_path / "sales.tsv"
     path.write_text("id\titem\tamount\n" + "".join(f'{i}\t"{i}"\t{i}.5\n' for i in range(1, 1001)))
@@ -159,7 +173,8 @@ def test_csv_dead_letters_replay_after_the_transform_is_fixed(
         delimiter="\t",  # a real tab: whitespace, which must not read as an unset option
         quotechar=None,
         key_column="id",
-        transform="tests.airflow.csv_transforms:check",
+        transform=f"tests.airflow.csv_transforms:{transform}",
+        transform_kind=kind,
         chunks=2,
         batch_rows=100,
         workers=1,

@@ -35,6 +35,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "batch": (BATCH, EXPECTED_SQL),
     "dataframe": (path("frame_shaped"), SHAPED_EXPECTED_SQL),
     "async": (path("aenrich_shaped"), SHAPED_EXPECTED_SQL),
+    "arrow": (path("enrich_arrow"), EXPECTED_SQL),
 }
 
 
