@@ -32,6 +32,11 @@ from parallel_batch.core.target import Target
 from parallel_batch.exceptions import TransformOutputError
 from parallel_batch.store.copy_data import CopyData
 
+# pandas 3 keeps str columns in Arrow when pyarrow is installed (a dependency since the columnar
+# path). A worker that builds frames keeps them in Python objects, as before: that is what the
+# frame reading and encoding here are made for (see README "Performance", the kinds bench).
+pd.set_option("mode.string_storage", "python")
+
 __all__ = ["frame_column", "frame_copy", "frame_in", "frame_out"]
 
 Row = tuple[Any, ...]
