@@ -138,7 +138,8 @@ class ParallelTableJob(_ParallelJob):
         catalog); rows are upserted on its primary key unless ``write_mode="copy"``.
     :param transform: ``"package.module:function"`` or a module-level callable; None: columns by
         name.
-    :param transform_kind: ``"rows"`` (default), ``"batch"``, ``"dataframe"`` or ``"async"``.
+    :param transform_kind: ``"rows"`` (default), ``"batch"``, ``"dataframe"``, ``"async"`` or
+        ``"arrow"``.
     :param transform_kwargs: keyword arguments for every call of the transform.
     :param source_columns: the columns read (default: all).
     :param target_columns: the columns written (default: every column that can be written).
@@ -225,6 +226,9 @@ class ParallelCsvJob(_ParallelJob):
         winning; None: none.
     :param chunk_bytes: bytes per chunk (default 128 MiB); or ``chunks``: how many.
     :param conn_id: the target's database.
+
+    With no transform or an ``"arrow"`` one, a UTF-8 file's batches are read, checked and
+    encoded as Arrow columns (README: "Transform kinds", the columnar path).
     """
 
     def __init__(

@@ -72,7 +72,8 @@ class PlanJobOperator(BaseOperator):
     :param target_table: ``schema.table`` to write; it must exist (templated).
     :param transform: ``"package.module:function"`` or a module-level callable; None: the
         source's columns into the target's columns of the same names (templated).
-    :param transform_kind: ``"rows"``, ``"batch"``, ``"dataframe"`` or ``"async"`` (templated).
+    :param transform_kind: ``"rows"``, ``"batch"``, ``"dataframe"``, ``"async"`` or ``"arrow"``
+        (templated).
     :param transform_kwargs: keyword arguments for every call of the transform (templated).
     :param concurrency: calls in flight per chunk task, for an async transform (templated).
     :param retry: per-row retries: a RetryPolicy, or the exception classes worth retrying.
