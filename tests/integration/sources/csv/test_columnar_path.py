@@ -38,6 +38,16 @@ def typed_check(table: pa.Table) -> tuple[pa.Table, dict[int, Exception]]:
 TYPED_CHECK = TransformSpec(f"{__name__}:typed_check", "arrow")
 
 
+def no_empty_batch(table: pa.Table) -> pa.Table:
+    """The table as it is; a call with no rows raises (it must not be made)."""
+    if not table.num_rows:
+        raise ValueError("called with no rows")
+    return table
+
+
+NO_EMPTY = TransformSpec(f"{__name__}:no_empty_batch", "arrow")
+
+
 def _both(url: str, path: Path, transform: TransformSpec) -> tuple[BatchWork, list[Any]]:
     spec = customers_spec(url, path, transform=transform, batch_rows=500)
     with psycopg.connect(url) as conn:
@@ -110,7 +120,8 @@ def test_that_a_batch_with_nothing_to_transform_is_prepared_both_ways(
     pg_url: str, target: str, tmp_path: Path
 ) -> None:
     """Test that a batch whose records are all bad or duplicates (nothing left to transform)
-    is prepared by both paths without calling the transform, every record a dead letter."""
+    is prepared by both paths without calling the transform (one that raises on no rows), every
+    record a dead letter."""
     path = tmp_path / "bad.csv"
     path.write_bytes(
         b"id,name,email,amount,note,created_at\n"
@@ -118,7 +129,7 @@ def test_that_a_batch_with_nothing_to_transform_is_prepared_both_ways(
         b"1,A,a@b.c,1.00,,2024-01-01T00:00:00Z\n"
         b"x,B,b@c.d,2.00,,2024-01-01T00:00:00Z\n"
     )
-    work, refs = _both(pg_url, path, TYPED_CHECK)
+    work, refs = _both(pg_url, path, NO_EMPTY)
     (ref,) = refs
     # the batch of the last two records: a duplicate and a bad id
     tail = ref._replace(
