@@ -231,7 +231,8 @@ def claim_range(
 ) -> None:
     """Claim a batch's keys ``new`` (``(key, line)``) with one row.
 
-    :raises KeysNeeded: the keys are not all integers, or their span meets another batch's.
+    :raises KeysNeeded: the keys are not all integers, or their span meets another batch's
+        (a violation, or a deadlock with a commit claiming a span that meets it).
     """
     packed = new.packed()
     if packed is None:
@@ -257,6 +258,10 @@ def claim_range(
         )
     except errors.ExclusionViolation as exc:
         raise KeysNeeded("the batch's keys meet another batch's span") from exc
+    except errors.DeadlockDetected as exc:
+        # two commits whose spans meet, each checking the constraint against the other's row:
+        # the one PostgreSQL aborts met a span as surely as a violation says so
+        raise KeysNeeded("the batch's keys meet a span another commit is claiming") from exc
 
 
 def _array(values: Sequence[int]) -> str:
